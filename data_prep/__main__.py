@@ -1,0 +1,37 @@
+"""python -m data_prep corpus=<name> [key=value ...]: prepare one corpus (see docs/data_prep.md)."""
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from data_prep.errors import DataPrepError
+from data_prep.prepare import prepare_corpus
+
+
+def report(summary: dict) -> str:
+    lines = [f"{summary['corpus']}: prepared"]
+    for split, s in summary["splits"].items():
+        rows, hours = s["rows"], s["hours"]
+        reasons = ", ".join(f"{k} {v['rows']}" for k, v in s["rejected_by_reason"].items()) or "none"
+        lines.append(
+            f"  {split}: {rows['kept']}/{rows['in']} rows kept ({hours['kept']:.2f} of {hours['in']:.2f} h); "
+            f"rejected: {reasons}; shards reused {s['shards']['reused']}/{s['shards']['total']}"
+        )
+        lines.append(f"    {s['outputs']['cuts']}  {s['outputs']['shar']}/  {s['outputs']['rejects']}")
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path="../conf/data_prep", config_name="prepare")
+def main(cfg: DictConfig) -> None:
+    try:
+        summary = prepare_corpus(cfg)
+    except DataPrepError as e:
+        print(f"data_prep: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(report(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""``prepare_corpus``: one corpus from its input manifests to Lhotse cuts, Shar shards and a summary.
+
+Phase one reads and screens every split (nothing is written yet, so a broken input stops the run before
+any work). Phase two, per split, runs the shard workers, then writes ``cuts.jsonl.gz``, ``rejects.jsonl``,
+``duration_bins.yaml`` and ``summary.json``; the corpus ``summary.json`` comes last.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Mapping
+
+from lhotse import CutSet
+from tqdm import tqdm
+
+from data_prep import shards
+from data_prep.bins import estimate_bins, write_bins
+from data_prep.errors import DataPrepError, one_line
+from data_prep.rows import Screened, Screener
+from data_prep.settings import PrepSettings, settings_from_cfg
+from data_prep.summary import corpus_summary, split_summary, write_json
+from data_prep.tokenizer import load_sentencepiece
+
+log = logging.getLogger(__name__)
+
+
+def split_dir(out_root: Path, corpus: str, split: str) -> Path:
+    return Path(out_root) / corpus / split
+
+
+def _load_tokenizer(path: Path | None):
+    if path is None:
+        return None
+    try:
+        return load_sentencepiece(path)
+    except Exception as e:
+        raise DataPrepError(f"tokenizer cannot be loaded from {path}: {one_line(e)}") from None
+
+
+def _run_jobs(jobs: list[shards.ShardJob], workers: int, bar: tqdm) -> list[shards.ShardResult]:
+    def done(result: shards.ShardResult) -> None:
+        bar.update(result.rows)
+
+    results = []
+    if workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            results.append(shards.run(job))
+            done(results[-1])
+        return results
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=shards.init_worker) as pool:
+        futures = [pool.submit(shards.run, job) for job in jobs]
+        for future in as_completed(futures):
+            results.append(future.result())
+            done(results[-1])
+    return results
+
+
+def _concatenate(parts: list[Path], dest: Path) -> None:
+    """Gzip members concatenate into a valid gzip file: the split's manifest without re-encoding."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    with open(tmp, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out)
+    tmp.replace(dest)
+
+
+def prepare_split(settings: PrepSettings, split: str, screened: Screened) -> dict:
+    started = time.perf_counter()
+    root = split_dir(settings.out_root, settings.corpus.name, split)
+    shar_dir, work_dir = root / "shar", root / ".shards"
+    shar_dir.mkdir(parents=True, exist_ok=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    groups = shards.plan(screened.candidates, settings.shard_size)
+    jobs = [
+        shards.ShardJob(i, group, settings.audio, shar_dir, work_dir, shards.fingerprint(group, settings.audio))
+        for i, group in enumerate(groups)
+    ]
+    for stale in shards.existing_indices(shar_dir, work_dir) - set(range(len(jobs))):
+        shards.remove(shar_dir, work_dir, stale)
+
+    results, todo = [], []
+    for job in jobs:
+        found = shards.reuse(job)
+        if found:
+            results.append(found)
+        else:
+            todo.append(job)
+    if results:
+        log.info("%s/%s: %d of %d shards already done, reusing them", settings.corpus.name, split, len(results), len(jobs))
+
+    with tqdm(
+        total=len(screened.candidates),
+        initial=sum(r.rows for r in results),
+        desc=f"{settings.corpus.name}/{split}",
+        unit="row",
+        disable=not settings.progress,
+    ) as bar:
+        results += _run_jobs(todo, settings.num_workers, bar)
+    results.sort(key=lambda r: r.index)
+
+    cuts_path = root / "cuts.jsonl.gz"
+    _concatenate([shards.kept_cuts_path(work_dir, r.index) for r in results], cuts_path)
+
+    rejects = screened.rejects + [entry for r in results for entry in r.rejects]
+    rejects.sort(key=lambda e: (e["source"], e["line"]))
+    with open(root / "rejects.jsonl", "w", encoding="utf-8") as f:
+        for entry in rejects:
+            f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    kept = sum(r.kept for r in results)
+    bins_path = root / "duration_bins.yaml"
+    bins = estimate_bins(CutSet.from_file(cuts_path), kept, settings.num_buckets)
+    if bins:
+        write_bins(bins_path, bins, str(cuts_path))
+    else:
+        bins_path.unlink(missing_ok=True)
+
+    summary = split_summary(
+        split,
+        rows_in=screened.rows_in,
+        kept=kept,
+        kept_seconds=sum(r.kept_seconds for r in results),
+        rejects=rejects,
+        tokenizer_unk=screened.unk.to_dict() if settings.tokenizer else None,
+        shards={"total": len(jobs), "reused": len(jobs) - len(todo), "written": len(todo)},
+        duration_bins=bins,
+        outputs={
+            "cuts": str(cuts_path),
+            "shar": str(shar_dir),
+            "rejects": str(root / "rejects.jsonl"),
+            "duration_bins": str(bins_path) if bins else None,
+        },
+        elapsed_s=round(time.perf_counter() - started, 2),
+    )
+    write_json(root / "summary.json", summary)
+    return summary
+
+
+def prepare_corpus(cfg: Mapping) -> dict:
+    """Prepare every split of the configured corpus; returns the corpus summary (also in summary.json).
+
+    ``cfg`` is the composed ``conf/data_prep/prepare.yaml`` (a DictConfig or a plain mapping). Raises
+    :class:`DataPrepError` for a config or input problem, before anything is written.
+    """
+    settings = settings_from_cfg(cfg)
+    tokenizer = _load_tokenizer(settings.tokenizer)
+    filters = settings.audio.filters
+    screened = {}
+    for split, inputs in settings.corpus.splits.items():
+        screener = Screener(settings.corpus, settings.text, filters.max_unk_share, filters.dedupe, tokenizer)
+        screened[split] = screener.screen_split(inputs)
+        log.info(
+            "%s/%s: %d rows read, %d set aside on reading",
+            settings.corpus.name, split, screened[split].rows_in, len(screened[split].rejects),
+        )
+    splits = {split: prepare_split(settings, split, s) for split, s in screened.items()}
+    summary = corpus_summary(settings.corpus.name, splits, settings.resolved)
+    write_json(settings.corpus_dir / "summary.json", summary)
+    return summary

@@ -1,0 +1,247 @@
+"""Screening: the checks that need only the manifest line (fields, text, language, tokenizer, duplicates).
+
+A row that passes becomes a :class:`Candidate`, a small picklable description of one cut that the shard
+workers turn into Lhotse objects once they have looked at the audio.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import sentencepiece as spm
+from lhotse import MonoCut, MultiCut
+
+from data_prep.errors import Rejected
+from data_prep.filters import check_unk_share
+from data_prep.readers import RawRow, read_input
+from data_prep.settings import CorpusSpec, InputSpec
+from data_prep.text import TextPolicy, normalise
+from data_prep.tokenizer import count_unk
+
+# Fields that say where the audio is; everything else on a NeMo line is kept on the cut as a custom field.
+_LOCATION_FIELDS = ("audio_filepath", "offset", "duration")
+# Fields that state the language of the audio or of the transcript, checked against corpus.language.
+_LANGUAGE_FIELDS = ("source_lang", "target_lang", "lang", "language")
+
+
+@dataclass
+class Candidate:
+    source: str
+    line: int
+    cut_id: str
+    text: str  # normalised
+    language: str | None
+    custom: dict
+    num_tokens: int | None  # None when no tokenizer is configured (the RNNT check is then skipped)
+    offset: float  # seconds into the audio
+    duration: float | None  # declared; None: up to the end of the audio
+    whole_file: bool  # no offset given: the row is the whole file, so a declared duration must match it
+    audio_path: str | None = None  # NeMo/TSV rows: the file whose header the worker reads
+    recording: dict | None = None  # Lhotse rows: the recording as the manifest describes it
+    channel: int | list | None = None  # Lhotse rows: the cut's channel(s)
+
+    @property
+    def seconds(self) -> float:
+        """Best duration known before the audio is read (for the hours of rows rejected early)."""
+        return self.duration or 0.0
+
+
+@dataclass
+class UnkStats:
+    """Corpus-level view of what the model's tokenizer cannot represent."""
+
+    chars: int = 0
+    unk_chars: int = 0
+    tokens: int = 0
+    surfaces: Counter = field(default_factory=Counter)
+
+    def to_dict(self) -> dict:
+        return {
+            "tokens": self.tokens,
+            "characters": self.chars,
+            "unk_characters": self.unk_chars,
+            "unk_share": round(self.unk_chars / self.chars, 6) if self.chars else 0.0,
+            "most_common_unk": dict(self.surfaces.most_common(20)),
+        }
+
+
+@dataclass
+class Screened:
+    """Phase one of a split: candidates for the workers, rows already set aside, rows read."""
+
+    candidates: list[Candidate]
+    rejects: list[dict]
+    rows_in: int
+    unk: UnkStats
+
+
+def recording_id(path: str) -> str:
+    """A readable, collision-free recording id: the file's stem plus a short hash of its full path."""
+    return f"{Path(path).stem}-{hashlib.sha1(path.encode('utf-8')).hexdigest()[:8]}"
+
+
+def reject_entry(source: str, line: int, error: Rejected, seconds: float = 0.0, audio: str | None = None) -> dict:
+    return {
+        "source": source,
+        "line": line,
+        "reason": error.reason,
+        "detail": error.detail,
+        "audio": audio,
+        "seconds": round(seconds, 3),
+    }
+
+
+def _number_field(fields: dict, key: str) -> float | None:
+    value = fields.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise Rejected("bad_field", f"{key} must be a finite number (got {value!r})")
+    return float(value)
+
+
+def _language_tag(value: str) -> str:
+    return str(value).strip().lower().replace("_", "-").split("-")[0]
+
+
+def _check_language(languages: Iterable[str | None], expected: str | None) -> None:
+    if expected is None:
+        return
+    for value in languages:
+        if value not in (None, "") and _language_tag(value) != _language_tag(expected):
+            raise Rejected("language_mismatch", f"{value!r} where the corpus is {expected!r}")
+
+
+class Screener:
+    """Turns the raw rows of one split into candidates or rejects, in input order."""
+
+    def __init__(self, corpus: CorpusSpec, policy: TextPolicy, max_unk_share: float, dedupe: bool,
+                 tokenizer: spm.SentencePieceProcessor | None) -> None:
+        self.corpus = corpus
+        self.policy = policy
+        self.max_unk_share = max_unk_share
+        self.dedupe = dedupe
+        self.tokenizer = tokenizer
+        self.unk = UnkStats()
+        self._seen: dict[tuple, str] = {}
+        self._ids: set[str] = set()
+
+    def screen_split(self, inputs: list[InputSpec]) -> Screened:
+        """Read every input of a split and screen its rows, in order."""
+        candidates, rejects, count = [], [], 0
+        for spec in inputs:
+            for row in read_input(spec):
+                count += 1
+                declared, audio = 0.0, None
+                try:
+                    if row.error is not None:
+                        raise row.error
+                    cand = self._from_cut(spec, row) if row.cut is not None else self._from_fields(spec, row)
+                    declared, audio = cand.seconds, cand.audio_path
+                    self._check_text(cand)
+                    self._check_duplicate(cand)
+                except Rejected as r:
+                    rejects.append(reject_entry(row.source, row.line, r, declared, audio))
+                else:
+                    candidates.append(cand)
+        return Screened(candidates, rejects, count, self.unk)
+
+    # -- building candidates ------------------------------------------------------------------------
+
+    def _from_fields(self, spec: InputSpec, row: RawRow) -> Candidate:
+        fields = row.fields
+        audio = fields.get("audio_filepath")
+        if not isinstance(audio, str) or not audio.strip():
+            raise Rejected("bad_field", "audio_filepath is missing or not a string")
+        path = Path(audio)
+        if not path.is_absolute():
+            path = spec.audio_root / path
+        path = str(path)
+        offset = _number_field(fields, "offset")
+        duration = _number_field(fields, "duration")
+        if duration is not None and duration <= 0:
+            raise Rejected("bad_field", f"duration must be positive (got {duration})")
+        text = fields.get(self.corpus.text_field)
+        _check_language((fields.get(k) for k in _LANGUAGE_FIELDS), self.corpus.language)
+        custom = {k: v for k, v in fields.items() if k not in _LOCATION_FIELDS and k != self.corpus.text_field}
+        rec_id = recording_id(path)
+        whole_file = offset is None
+        offset = offset or 0.0
+        cut_id = rec_id if whole_file else f"{rec_id}_{round(offset * 1000):09d}_{round((duration or 0) * 1000):07d}"
+        return Candidate(
+            source=row.source,
+            line=row.line,
+            cut_id=cut_id,
+            text=normalise(text, self.policy) if isinstance(text, str) else "",
+            language=fields.get("source_lang") or fields.get("lang") or self.corpus.language,
+            custom=custom,
+            num_tokens=None,
+            offset=offset,
+            duration=duration,
+            whole_file=whole_file,
+            audio_path=path,
+        )
+
+    def _from_cut(self, spec: InputSpec, row: RawRow) -> Candidate:
+        cut = row.cut
+        if not isinstance(cut, (MonoCut, MultiCut)) or not cut.has_recording:
+            raise Rejected("bad_field", f"only MonoCut/MultiCut with a recording are supported (got {type(cut).__name__})")
+        texts = [s.text for s in sorted(cut.supervisions, key=lambda s: s.start) if s.text]
+        _check_language((s.language for s in cut.supervisions), self.corpus.language)
+        recording = cut.recording.to_dict()
+        for source in recording["sources"]:
+            if source["type"] == "file" and not Path(source["source"]).is_absolute():
+                source["source"] = str(spec.audio_root / source["source"])
+        custom = dict(cut.custom or {})
+        for sup in cut.supervisions:
+            custom.update(sup.custom or {})
+        return Candidate(
+            source=row.source,
+            line=row.line,
+            cut_id=cut.id,
+            text=normalise(" ".join(texts), self.policy),
+            language=next((s.language for s in cut.supervisions if s.language), self.corpus.language),
+            custom=custom,
+            num_tokens=None,
+            offset=cut.start,
+            duration=cut.duration,
+            whole_file=False,
+            recording=recording,
+            channel=cut.channel,
+        )
+
+    # -- checks -------------------------------------------------------------------------------------
+
+    def _check_text(self, cand: Candidate) -> None:
+        if not cand.text:
+            raise Rejected("empty_text")
+        if self.tokenizer is None:
+            return
+        num_tokens, unk_surfaces = count_unk(self.tokenizer, cand.text)
+        chars = len(cand.text.replace(" ", ""))
+        unk_chars = sum(len(s) for s in unk_surfaces)
+        self.unk.chars += chars
+        self.unk.unk_chars += unk_chars
+        self.unk.tokens += num_tokens
+        self.unk.surfaces.update(unk_surfaces)
+        check_unk_share(unk_chars, chars, unk_surfaces, self.max_unk_share)
+        cand.num_tokens = num_tokens
+
+    def _check_duplicate(self, cand: Candidate) -> None:
+        where = f"{cand.source}:{cand.line}"
+        if self.dedupe:
+            audio = cand.audio_path or tuple(s["source"] for s in cand.recording["sources"])
+            key = (audio, round(cand.offset, 3), None if cand.duration is None else round(cand.duration, 3), str(cand.channel))
+            first = self._seen.setdefault(key, where)
+            if first != where:
+                raise Rejected("duplicate", f"same segment as {first}")
+        # Ids must be unique within a split even when dedupe is off or two manifests reuse an id.
+        base, n = cand.cut_id, 1
+        while cand.cut_id in self._ids:
+            n += 1
+            cand.cut_id = f"{base}-{n}"
+        self._ids.add(cand.cut_id)

@@ -1,0 +1,83 @@
+"""Lightning callbacks of the fine-tuning recipe."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch.distributed as dist
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from recipes.evaluation import EvalSet, load_eval_set, stream_sets, summarise, wer_metrics, write_report
+from recipes.streaming import StreamingRecognizer
+
+log = logging.getLogger(__name__)
+
+
+class StreamingEvalCheckpoint(ModelCheckpoint):
+    """A ``ModelCheckpoint`` that measures real cache-aware streaming WER on every checkpoint it writes.
+
+    For each dev set and lookahead it logs ``stream_wer/<set>/<ms>ms`` and writes ``<checkpoint>.stream_wer.json``
+    (per-utterance hypotheses and WERs) beside the checkpoint. Under DDP every rank streams its share of
+    the utterances, so no rank idles into a collective timeout while rank 0 evaluates.
+    """
+
+    def __init__(self, eval_sets: Mapping[str, str], lookaheads: Sequence[Sequence[int]],
+                 max_utterances: int | None = 200, batch_size: int = 32, **checkpoint_kwargs):
+        super().__init__(**checkpoint_kwargs)
+        self.eval_set_paths = dict(eval_sets)
+        self.lookaheads = [list(la) for la in lookaheads]
+        self.max_utterances = max_utterances
+        self.batch_size = batch_size
+        self._eval_sets: list[EvalSet] | None = None
+        self._last_report: tuple[int, dict] | None = None
+
+    def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        missing = [f"{name}: {path}" for name, path in self.eval_set_paths.items() if not Path(path).is_file()]
+        if missing:
+            raise FileNotFoundError("streaming evaluation sets not found (prepare them with data_prep): "
+                                    + "; ".join(missing))
+
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        report = self._report_for_step(trainer)
+        if trainer.is_global_zero:
+            write_report({**report, "checkpoint": str(filepath)}, f"{filepath}.stream_wer.json")
+
+    def _report_for_step(self, trainer: Trainer) -> dict:
+        # ModelCheckpoint may write two files for one step (top-k and last): evaluate once.
+        if self._last_report is not None and self._last_report[0] == trainer.global_step:
+            return self._last_report[1]
+        if self._eval_sets is None:
+            self._eval_sets = [load_eval_set(name, path, self.max_utterances)
+                               for name, path in self.eval_set_paths.items()]
+        recognizer = StreamingRecognizer(trainer.lightning_module, batch_size=self.batch_size)
+        shares = [es.shard(trainer.global_rank, trainer.world_size) for es in self._eval_sets]
+        per_set = summarise(_gather(stream_sets(recognizer, shares, self.lookaheads), trainer.world_size))
+        report = {"step": trainer.global_step, "epoch": trainer.current_epoch, "sets": per_set}
+        metrics = wer_metrics(per_set)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+        log.info("step %d streaming WER: %s", trainer.global_step,
+                 ", ".join(f"{k.removeprefix('stream_wer/')}={v:.3f}" for k, v in metrics.items()))
+        self._last_report = (trainer.global_step, report)
+        return report
+
+
+def _gather(per_set: dict, world_size: int) -> dict:
+    """Merge every rank's share of utterances and compute time into one result per set and lookahead."""
+    if world_size == 1:
+        return per_set
+    shares = [None] * world_size
+    dist.all_gather_object(shares, per_set)
+    merged = shares[0]
+    for share in shares[1:]:
+        for name, by_lookahead in share.items():
+            for key, entry in by_lookahead.items():
+                target = merged[name][key]
+                target["utterances"] += entry["utterances"]
+                target["audio_seconds"] += entry["audio_seconds"]
+                target["compute_seconds"] += entry["compute_seconds"]
+    return merged

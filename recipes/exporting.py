@@ -1,0 +1,30 @@
+"""Turn a training checkpoint into a self-contained ``.nemo`` (weights, config, tokenizer)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from recipes.inference import load_model
+
+log = logging.getLogger(__name__)
+
+
+def resolve_checkpoint(run_dir: Path, checkpoint: str) -> Path:
+    """``checkpoint`` as a path, or as a file name (``.ckpt`` optional) inside ``<run_dir>/checkpoints``."""
+    for candidate in (Path(checkpoint), run_dir / "checkpoints" / checkpoint,
+                      run_dir / "checkpoints" / f"{checkpoint}.ckpt"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"checkpoint {checkpoint!r} not found as a path or in {run_dir / 'checkpoints'}")
+
+
+def export_nemo(run_dir: str | Path, checkpoint: str, output: str | Path) -> Path:
+    """Rebuild the run's model as training built it, load the checkpoint's weights and save a ``.nemo``
+    that ``ASRModel.restore_from`` loads on its own."""
+    ckpt_path = resolve_checkpoint(Path(run_dir), checkpoint)
+    model = load_model(str(ckpt_path))
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    model.save_to(str(output))
+    log.info("Exported %s -> %s", ckpt_path, output)
+    return output

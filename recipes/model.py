@@ -1,0 +1,93 @@
+"""Build the cache-aware FastConformer-RNNT to train: restored from a ``.nemo`` / pretrained name, or from scratch.
+
+Both paths end in one NeMo model config, so the released 0.6B checkpoint and the embedded tiny model
+go through exactly the same code.
+"""
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Trainer
+from nemo.collections.asr.models import ASRModel, EncDecRNNTBPEModel
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+
+def resolve_init_checkpoint(init_from: str) -> Path:
+    """A local ``.nemo`` path as is; anything else is a pretrained name fetched (or found in the cache) by NeMo."""
+    path = Path(init_from).expanduser()
+    if path.is_file():
+        return path
+    if path.suffix == ".nemo":
+        raise FileNotFoundError(f"model.init_from={init_from}: no such .nemo file")
+    return Path(ASRModel.from_pretrained(init_from, return_model_file=True))
+
+
+def normalised_probs(att_context_size: list, att_context_probs: list | None) -> list[float]:
+    """One weight per lookahead summing to exactly 1.0, as NeMo's encoder demands (it compares with ``!= 1``)."""
+    if att_context_probs is None:
+        att_context_probs = [1.0] * len(att_context_size)
+    if len(att_context_probs) != len(att_context_size):
+        raise ValueError(
+            f"model.att_context_probs has {len(att_context_probs)} weights but model.att_context_size has "
+            f"{len(att_context_size)} lookaheads: give one weight per lookahead"
+        )
+    if any(p < 0 for p in att_context_probs) or sum(att_context_probs) <= 0:
+        raise ValueError(f"model.att_context_probs={list(att_context_probs)}: weights must be >= 0 and not all 0")
+    weights = [Fraction(p).limit_denominator(10**6) for p in att_context_probs]
+    total = sum(weights)
+    probs = [float(w / total) for w in weights[:-1]]
+    probs.append(1.0 - sum(probs))
+    return probs
+
+
+def resolve_rnnt_loss(name: str, trainer: Trainer | None) -> str:
+    """``auto``: NeMo's pure-PyTorch RNNT loss on CPU (several times faster there), its default kernels on GPU."""
+    if name != "auto":
+        return name
+    on_gpu = trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
+    return "default" if on_gpu else "pytorch"
+
+
+def model_config(cfg: DictConfig, trainer: Trainer | None = None) -> tuple[DictConfig, Path | None]:
+    """The NeMo config to build (base config of ``init_from`` or ``architecture``) with the recipe's overrides
+    applied, and the ``.nemo`` whose weights to load (None when training from scratch)."""
+    if cfg.init_from:
+        checkpoint = resolve_init_checkpoint(cfg.init_from)
+        nemo_cfg = ASRModel.restore_from(str(checkpoint), return_config=True, map_location=torch.device("cpu"))
+    else:
+        checkpoint = None
+        nemo_cfg = OmegaConf.create(OmegaConf.to_container(cfg.architecture, resolve=True))
+        if not nemo_cfg.tokenizer.dir:
+            raise ValueError("model.init_from is null (from scratch), so model.architecture.tokenizer.dir must name "
+                             "a SentencePiece directory (see data_prep.tokenizer)")
+    with open_dict(nemo_cfg):
+        # NeMo keeps the restored encoder's lookaheads unless the config it is built from says otherwise.
+        nemo_cfg.encoder.att_context_size = OmegaConf.to_container(cfg.att_context_size)
+        nemo_cfg.encoder.att_context_probs = normalised_probs(cfg.att_context_size, cfg.att_context_probs)
+        nemo_cfg.loss = {"loss_name": resolve_rnnt_loss(cfg.rnnt_loss, trainer)}
+        nemo_cfg.spec_augment = OmegaConf.to_container(cfg.spec_augment, resolve=True)
+        nemo_cfg.optim = OmegaConf.to_container(cfg.optim, resolve=True)
+        # Data loaders are attached by the recipe; never let NeMo build the ones stored in a checkpoint.
+        for key in ("train_ds", "validation_ds", "test_ds"):
+            nemo_cfg.pop(key, None)
+    return nemo_cfg, checkpoint
+
+
+def build_model(cfg: DictConfig, trainer: Trainer | None = None) -> EncDecRNNTBPEModel:
+    """Instantiate the model described by the ``model`` config group, weights loaded when ``init_from`` is set."""
+    nemo_cfg, checkpoint = model_config(cfg, trainer)
+    if checkpoint is None:
+        model = EncDecRNNTBPEModel(cfg=nemo_cfg, trainer=trainer)
+    else:
+        model = ASRModel.restore_from(
+            str(checkpoint), override_config_path=nemo_cfg, map_location=torch.device("cpu"), trainer=trainer
+        )
+    log.info("Model: %s, %.1fM parameters, lookaheads %s with probs %s", type(model).__name__,
+             sum(p.numel() for p in model.parameters()) / 1e6, model.encoder.att_context_size_all,
+             model.encoder.att_context_probs)
+    return model
