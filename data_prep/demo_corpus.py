@@ -600,10 +600,9 @@ def render_recording(rec: Recording) -> list[tuple[int, float, float]]:
     pieces, spans, speech_power = [], [], []
     position = 0
     for u, gap_s in zip(rec.utterances, rec.gaps_s):
-        if pieces:
-            gap = round(gap_s * rec.sample_rate / quantum) * quantum
-            pieces.append(np.zeros(gap))
-            position += gap
+        gap = round(gap_s * rec.sample_rate / quantum) * quantum
+        pieces.append(np.zeros(gap))
+        position += gap
         audio, start, end = _render_utterance(u, rec.sample_rate)
         pieces.append(audio)
         spans.append((u.index, position, audio.size))

@@ -10,7 +10,6 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import sentencepiece as spm
 from lhotse import MonoCut, MultiCut
@@ -108,10 +107,11 @@ def _language_tag(value: str) -> str:
     return str(value).strip().lower().replace("_", "-").split("-")[0]
 
 
-def _check_language(languages: Iterable[str | None], expected: str | None) -> None:
+def _check_language(cand: Candidate, expected: str | None) -> None:
+    """The row's language fields (and the supervision language of Lhotse rows) must name ``expected``."""
     if expected is None:
         return
-    for value in languages:
+    for value in [cand.language, *(cand.custom.get(k) for k in _LANGUAGE_FIELDS)]:
         if value not in (None, "") and _language_tag(value) != _language_tag(expected):
             raise Rejected("language_mismatch", f"{value!r} where the corpus is {expected!r}")
 
@@ -166,7 +166,6 @@ class Screener:
         if duration is not None and duration <= 0:
             raise Rejected("bad_field", f"duration must be positive (got {duration})")
         text = fields.get(self.corpus.text_field)
-        _check_language((fields.get(k) for k in _LANGUAGE_FIELDS), self.corpus.language)
         custom = {k: v for k, v in fields.items() if k not in _LOCATION_FIELDS and k != self.corpus.text_field}
         rec_id = recording_id(path)
         whole_file = offset is None
@@ -191,7 +190,6 @@ class Screener:
         if not isinstance(cut, (MonoCut, MultiCut)) or not cut.has_recording:
             raise Rejected("bad_field", f"only MonoCut/MultiCut with a recording are supported (got {type(cut).__name__})")
         texts = [s.text for s in sorted(cut.supervisions, key=lambda s: s.start) if s.text]
-        _check_language((s.language for s in cut.supervisions), self.corpus.language)
         recording = cut.recording.to_dict()
         for source in recording["sources"]:
             if source["type"] == "file" and not Path(source["source"]).is_absolute():
@@ -218,7 +216,8 @@ class Screener:
 
     def _check_text(self, cand: Candidate) -> None:
         if not cand.text:
-            raise Rejected("empty_text")
+            raise Rejected("empty_text", "no transcript left after normalisation")
+        _check_language(cand, self.corpus.language)
         if self.tokenizer is None:
             return
         num_tokens, unk_surfaces = count_unk(self.tokenizer, cand.text)

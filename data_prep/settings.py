@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from data_prep.errors import DataPrepError
 from data_prep.text import POLICIES, TextPolicy
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "data_prep"
 INPUT_FORMATS = ("auto", "nemo", "lhotse", "tsv")
 SHAR_AUDIO_FORMATS = ("flac", "wav", "opus", "mp3", "original")
 _CUT_TYPES = ("MonoCut", "MultiCut", "MixedCut")
@@ -77,6 +78,16 @@ class PrepSettings:
     @property
     def corpus_dir(self) -> Path:
         return self.out_root / self.corpus.name
+
+
+def compose(overrides: list[str] = (), config_name: str = "prepare") -> DictConfig:
+    """Compose ``conf/data_prep/<config_name>.yaml`` with command-line style ``overrides``, as the
+    ``python -m data_prep`` entry point would (for tests, the demo and notebooks)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
 
 
 def _require(cond: bool, message: str) -> None:

@@ -1,10 +1,16 @@
-"""SentencePiece tokenizers in the layout NeMo's ``tokenizer: {dir, type: bpe}`` expects."""
+"""SentencePiece tokenizers in the layout NeMo's ``tokenizer: {dir, type: bpe}`` expects.
+
+The model's own tokenizer is the default and the reference of the ``<unk>`` check (:func:`count_unk`).
+``python -m data_prep.tokenizer --cuts <cuts.jsonl.gz> --out <dir>`` trains a new one on prepared domain
+text, after a warning of what replacing the model's tokenizer costs.
+"""
 from __future__ import annotations
 
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import sentencepiece as spm
 
@@ -63,3 +69,44 @@ def count_unk(sp: spm.SentencePieceProcessor, text: str) -> tuple[int, list[str]
         pieces = sp.encode(text, out_type="immutable_proto").pieces
     unk_id = sp.unk_id()
     return len(pieces), [p.surface.strip() for p in pieces if p.id == unk_id]
+
+
+REPLACEMENT_WARNING = """\
+WARNING: this trains a NEW tokenizer. Fine-tuning with it replaces the model's vocabulary: NeMo's
+change_vocabulary() re-initialises the RNNT decoder (prediction network) and joint, so the model forgets
+how to spell, starts near 100 % WER and needs far more data and steps than a fine-tune with the original
+tokenizer; its outputs also stop matching the original model's (PnC, casing, numbers). Keep the model's
+tokenizer unless summary.json shows a large <unk> share on your domain text (tokenizer_unk) that text
+normalisation cannot fix."""
+
+
+def domain_texts(cuts_paths: Iterable[str | Path]) -> Iterator[str]:
+    """The normalised transcripts of prepared ``cuts.jsonl.gz`` manifests."""
+    from lhotse import CutSet
+
+    for path in cuts_paths:
+        for cut in CutSet.from_file(path):
+            for sup in cut.supervisions:
+                if sup.text:
+                    yield sup.text
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m data_prep.tokenizer",
+        description="Train a SentencePiece tokenizer on prepared domain text. " + REPLACEMENT_WARNING,
+    )
+    parser.add_argument("--cuts", nargs="+", required=True, help="prepared cuts.jsonl.gz manifests (normalised text)")
+    parser.add_argument("--out", required=True, help="output tokenizer directory")
+    parser.add_argument("--vocab-size", type=int, default=1024, help="Nemotron Speech uses 1024")
+    parser.add_argument("--model-type", default="bpe", choices=["bpe", "unigram"])
+    args = parser.parse_args(argv)
+    print(REPLACEMENT_WARNING, file=sys.stderr)
+    out = train_sentencepiece(domain_texts(args.cuts), args.out, args.vocab_size, args.model_type)
+    print(f"tokenizer written to {out} (tokenizer.model, vocab.txt)")
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,7 @@ def export_nemo(run_dir: str | Path, checkpoint: str, output: str | Path) -> Pat
     that ``ASRModel.restore_from`` loads on its own."""
     ckpt_path = resolve_checkpoint(Path(run_dir), checkpoint)
     model = load_model(str(ckpt_path))
-    output = Path(output)
+    output = Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     model.save_to(str(output))
     log.info("Exported %s -> %s", ckpt_path, output)

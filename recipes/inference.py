@@ -8,13 +8,14 @@ from nemo.collections.asr.models import ASRModel
 from omegaconf import OmegaConf
 
 from recipes.model import build_model, resolve_init_checkpoint
+from recipes.training import RUN_CONFIG
 
 
 def load_model(spec: str):
-    """``.ckpt`` files are rebuilt with the config of the run they belong to (``<run_dir>/.hydra/config.yaml``)."""
+    """``.ckpt`` files are rebuilt with the config of the run they belong to (``<run_dir>/run_config.yaml``)."""
     path = Path(spec)
     if path.suffix == ".ckpt":
-        run_cfg = path.parent.parent / ".hydra" / "config.yaml"
+        run_cfg = path.parent.parent / RUN_CONFIG
         if not run_cfg.is_file():
             raise FileNotFoundError(f"{spec}: expected its run's config at {run_cfg}")
         model = build_model(OmegaConf.load(run_cfg).model)

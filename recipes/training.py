@@ -7,11 +7,13 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from recipes.model import build_model, normalised_probs
 
 log = logging.getLogger(__name__)
+
+RUN_CONFIG = "run_config.yaml"
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -39,28 +41,31 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:
-    """``ckpt_path`` when given; else the run directory's ``last.ckpt`` when ``resume`` is on and it exists."""
+    """``ckpt_path`` when given; else, with ``resume`` on, the newest of ``<run_dir>/checkpoints/last.ckpt`` and
+    the ``hpc_ckpt_*.ckpt`` Lightning writes when SLURM signals preemption (SIGUSR1)."""
     if cfg.ckpt_path:
         return cfg.ckpt_path
-    last = Path(cfg.paths.run_dir) / "checkpoints" / "last.ckpt"
-    if cfg.resume and last.is_file():
-        log.info("Resuming from %s", last)
-        return str(last)
-    return None
+    run_dir = Path(cfg.paths.run_dir)
+    candidates = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    if not cfg.resume or not candidates:
+        return None
+    newest = max(candidates, key=lambda p: p.stat().st_mtime)
+    log.info("Resuming from %s", newest)
+    return str(newest)
 
 
 def build_loggers(logger_cfg: DictConfig, run_dir: Path) -> list:
     """Instantiate the configured loggers; a wandb run keeps one id per run directory so a resumed or
     requeued job continues the same run."""
     loggers = []
-    for name, conf in (logger_cfg or {}).items():
+    for conf in (logger_cfg or {}).values():
+        overrides = {}
         if "WandbLogger" in conf._target_ and not conf.get("id"):
             id_file = run_dir / "wandb_run_id"
             if not id_file.is_file():
-                run_dir.mkdir(parents=True, exist_ok=True)
                 id_file.write_text(uuid.uuid4().hex[:12])
-            conf = OmegaConf.merge(conf, {"id": id_file.read_text().strip(), "resume": "allow"})
-        loggers.append(instantiate(conf))
+            overrides["id"] = id_file.read_text().strip()
+        loggers.append(instantiate(conf, **overrides))
     return loggers
 
 
@@ -69,11 +74,14 @@ def train(cfg: DictConfig) -> pl.Trainer:
     check_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # The run's own record of what it trained: export and evaluation rebuild the model from it.
+    OmegaConf.save(cfg, run_dir / RUN_CONFIG, resolve=True)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg.logger, run_dir))
     model = build_model(cfg.model, trainer)
-    with open_dict(cfg.data):
-        model.setup_training_data(cfg.data.train_ds)
-        model.setup_validation_data(cfg.data.validation_ds)
+    # NeMo stores these in the model config: hand it resolved copies, free of this config's interpolations.
+    model.setup_training_data(OmegaConf.create(OmegaConf.to_container(cfg.data.train_ds, resolve=True)))
+    model.setup_validation_data(OmegaConf.create(OmegaConf.to_container(cfg.data.validation_ds, resolve=True)))
     trainer.fit(model, ckpt_path=resume_checkpoint(cfg))
     return trainer

@@ -1,0 +1,20 @@
+"""Print a streaming-WER table from evaluation reports:  python -m scripts.compare_wer label=report.json ..."""
+import json
+import sys
+
+from recipes.reports import wer_table
+
+
+def main(argv: list[str]) -> None:
+    rows = {}
+    for arg in argv:
+        label, _, path = arg.partition("=")
+        rows[label] = json.loads(open(path).read())["sets"]
+    print("Streaming WER (%), as written:\n")
+    print(wer_table(rows))
+    print("\nStreaming WER (%), normalised (Whisper English normaliser):\n")
+    print(wer_table(rows, key="wer_normalized"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

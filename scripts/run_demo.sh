@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The demo, end to end on the embedded default, in numbered stages (icefall style):
+#   bash scripts/run_demo.sh                  # everything (make demo)
+#   STAGE=4 STOP_STAGE=6 bash scripts/run_demo.sh
+# Stages whose output exists are skipped, so an interrupted demo resumes where it stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+stage=${STAGE:-1}
+stop_stage=${STOP_STAGE:-8}
+base_model=models/demo_base.nemo
+out=exp/demo
+mkdir -p "$out"
+run() { [[ $stage -le $1 && $1 -le $stop_stage ]]; }
+log() { echo -e "\n=== stage $1: $2 ($(date +%T))"; }
+dev_sets="{target_dev: data/prepared/demo_target/dev/cuts.jsonl.gz, general_dev: data/prepared/demo_general/dev/cuts.jsonl.gz}"
+
+if run 1 && [[ ! -f data/demo_corpus/target/dev.jsonl ]]; then
+  log 1 "synthesise the demo corpus (eSpeak NG, general + aviation target domain)"
+  python -m data_prep.demo_corpus
+fi
+
+if run 2 && [[ ! -f data/prepared/blends/demo_replay/input_cfg.yaml ]]; then
+  log 2 "prepare Granary-style manifests into Lhotse Shar; blend target + 20 % general replay"
+  python -m data_prep corpus=demo_general
+  python -m data_prep corpus=demo_target
+  python -m data_prep.blend blend=demo_replay
+fi
+
+if run 3 && [[ ! -f $base_model ]]; then
+  log 3 "pre-train the base model on the general domain (skipped: $base_model is committed)"
+  python -m data_prep.train_tokenizer
+  python -m recipes.finetune experiment=demo_pretrain
+  python -m recipes.export run_dir=exp/demo_pretrain output=$base_model
+fi
+
+if run 4 && [[ ! -f $out/base_wer.json ]]; then
+  log 4 "streaming WER of the base model, every lookahead"
+  python -m recipes.evaluate model=$base_model data="$dev_sets" output=$out/base_wer.json
+fi
+
+if run 5 && [[ ! -f exp/demo_finetune/checkpoints/last.ckpt ]]; then
+  log 5 "fine-tune on the target domain (streaming WER after every checkpoint)"
+  python -m recipes.finetune experiment=demo_finetune
+fi
+
+if run 6 && [[ ! -f exp/demo_finetune/model.nemo ]]; then
+  log 6 "export the fine-tuned model to .nemo"
+  python -m recipes.export run_dir=exp/demo_finetune
+fi
+
+if run 7 && [[ ! -f $out/finetuned_wer.json ]]; then
+  log 7 "streaming WER of the exported fine-tuned model"
+  python -m recipes.evaluate model=exp/demo_finetune/model.nemo data="$dev_sets" output=$out/finetuned_wer.json
+fi
+
+if run 8; then
+  log 8 "base vs fine-tuned"
+  python -m scripts.compare_wer base=$out/base_wer.json fine-tuned=$out/finetuned_wer.json | tee $out/RESULTS.md
+fi

@@ -1,0 +1,90 @@
+"""data -> pre-train -> checkpoint -> streaming evaluation -> export -> restore -> fine-tune -> resume, on CPU."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tbparse import SummaryReader
+
+from recipes.evaluation import load_eval_set
+from recipes.exporting import export_nemo
+from recipes.inference import load_model
+from recipes.streaming import StreamingRecognizer
+from recipes.training import train
+from tests.conftest import CONF, SIZES, compose_config
+
+LOOKAHEAD_KEYS = {"1120ms", "560ms", "160ms", "80ms"}
+SMALL = ["trainer.limit_train_batches=3", "trainer.log_every_n_steps=1", "data.train_ds.batch_duration=12",
+         "callbacks.checkpoint.batch_size=8"]
+
+
+def assert_streaming_reports(run_dir: Path, steps: list[int]):
+    for step in steps:
+        report = json.loads((run_dir / "checkpoints" / f"step{step:06d}.ckpt.stream_wer.json").read_text())
+        assert report["step"] == step
+        assert set(report["sets"]) == {"target_dev", "general_dev"}
+        for name, by_lookahead in report["sets"].items():
+            assert set(by_lookahead) == LOOKAHEAD_KEYS
+            for entry in by_lookahead.values():
+                assert len(entry["utterances"]) == SIZES[name.split("_")[0]]["dev"]
+                assert all(u["ref"] for u in entry["utterances"])
+                assert 0.0 <= entry["wer_normalized"] and 0.0 <= entry["wer"]
+                assert entry["rtf"] > 0
+
+
+@pytest.fixture(scope="module")
+def pretrained(demo_workdir):
+    """The demo's pre-training stage, shrunk to 6 steps: from scratch, two checkpoints, then export."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(demo_workdir)
+        cfg = compose_config(CONF, "finetune", ["experiment=demo_pretrain", "trainer.max_steps=6", *SMALL])
+        trainer = train(cfg)
+        nemo = export_nemo("exp/demo_pretrain", "last", "models/base.nemo")
+    return demo_workdir, trainer, nemo
+
+
+def test_pretraining_checkpoints_carry_streaming_wer_for_every_set_and_lookahead(pretrained):
+    workdir, trainer, _ = pretrained
+    run_dir = workdir / "exp" / "demo_pretrain"
+    assert trainer.global_step == 6
+    assert {p.name for p in (run_dir / "checkpoints").glob("*.ckpt")} == {"step000003.ckpt", "step000006.ckpt",
+                                                                          "last.ckpt"}
+    assert_streaming_reports(run_dir, [3, 6])
+    scalars = SummaryReader(str(run_dir / "tensorboard")).scalars
+    logged = scalars[scalars.tag.str.startswith("stream_wer/")]
+    assert set(logged.tag) == {f"stream_wer/{s}/{k}" for s in ("target_dev", "general_dev") for k in LOOKAHEAD_KEYS}
+    assert sorted(set(logged.step)) == [3, 6]
+    assert list((run_dir / "wandb").glob("offline-run-*")), "wandb should log offline inside the run directory"
+
+
+def test_exported_nemo_restores_and_transcribes_like_the_checkpoint(pretrained):
+    from nemo.collections.asr.models import ASRModel
+
+    workdir, _, nemo = pretrained
+    restored = ASRModel.restore_from(str(nemo), map_location=torch.device("cpu"))
+    from_ckpt = load_model(str(workdir / "exp" / "demo_pretrain" / "checkpoints" / "last.ckpt"))
+    dev = load_eval_set("target_dev", workdir / "data/prepared/demo_target/dev/cuts.jsonl.gz")
+    for att_context_size in ([70, 13], [70, 0]):
+        ours = StreamingRecognizer(restored, batch_size=4).stream(dev.audios, att_context_size)
+        theirs = StreamingRecognizer(from_ckpt, batch_size=4).stream(dev.audios, att_context_size)
+        assert ours.tokens == theirs.tokens
+
+
+def test_finetune_from_nemo_with_lookahead_weights_then_resume(pretrained):
+    workdir, _, nemo = pretrained
+    overrides = ["experiment=demo_finetune", f"model.init_from={nemo}", "model.att_context_probs=[0.4,0.2,0.2,0.2]",
+                 *SMALL]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)
+        first = train(compose_config(CONF, "finetune", [*overrides, "trainer.max_steps=3"]))
+        encoder = first.lightning_module.encoder
+        assert encoder.att_context_probs == pytest.approx([0.4, 0.2, 0.2, 0.2])
+        assert sum(encoder.att_context_probs) == 1.0
+        run_dir = workdir / "exp" / "demo_finetune"
+        wandb_id = (run_dir / "wandb_run_id").read_text()
+        # A preempted job re-run with the same command continues from last.ckpt, in the same run.
+        resumed = train(compose_config(CONF, "finetune", [*overrides, "trainer.max_steps=6"]))
+    assert resumed.global_step == 6
+    assert (run_dir / "wandb_run_id").read_text() == wandb_id
+    assert_streaming_reports(run_dir, [3, 6])
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) >= 1
