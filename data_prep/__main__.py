@@ -1,12 +1,10 @@
 """python -m data_prep corpus=<name> [key=value ...]: prepare one corpus (see docs/data_prep.md)."""
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from data_prep.errors import DataPrepError
+from data_prep.errors import or_exit
 from data_prep.prepare import prepare_corpus
 
 
@@ -25,12 +23,7 @@ def report(summary: dict) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf/data_prep", config_name="prepare")
 def main(cfg: DictConfig) -> None:
-    try:
-        summary = prepare_corpus(cfg)
-    except DataPrepError as e:
-        print(f"data_prep: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(report(summary))
+    print(report(or_exit("data_prep", lambda: prepare_corpus(cfg))))
 
 
 if __name__ == "__main__":

@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 from pathlib import Path
 from typing import Mapping
 
 import hydra
 import yaml
 from lhotse import CutSet
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from data_prep.bins import estimate_bins, write_bins
-from data_prep.errors import DataPrepError
+from data_prep.errors import DataPrepError, or_exit
 from data_prep.prepare import split_dir
+from data_prep.settings import resolve_config
 from data_prep.summary import write_json
 
 
@@ -45,12 +45,7 @@ def _prepared(out_root: Path, corpus: str, split: str) -> dict:
 
 def write_blend(cfg: Mapping) -> dict:
     """Write the blend described by the composed ``blend`` config; returns the contents of blend.json."""
-    if not isinstance(cfg, DictConfig):
-        cfg = OmegaConf.create(dict(cfg))
-    try:
-        conf = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    except Exception as e:
-        raise DataPrepError(f"config error: {e}".splitlines()[0]) from None
+    conf = resolve_config(cfg)
     blend, out_root = conf.get("blend"), Path(conf.get("out_root") or "data/prepared")
     if not isinstance(blend, Mapping) or not blend.get("name"):
         raise DataPrepError("no blend selected: run with blend=<name> (a file in conf/data_prep/blend/)")
@@ -86,7 +81,7 @@ def write_blend(cfg: Mapping) -> dict:
     )
 
     # The training stream samples cuts by weight: estimate the bins over such a sample.
-    cutsets = [CutSet.from_file(split_dir(out_root, item["corpus"], split) / "cuts.jsonl.gz") for item in corpora]
+    cutsets = [CutSet.from_jsonl_lazy(split_dir(out_root, item["corpus"], split) / "cuts.jsonl.gz") for item in corpora]
     total = sum(s["rows"]["kept"] for s in summaries.values())
     mix = CutSet.infinite_mux(*cutsets, weights=[item["weight"] for item in corpora], seed=conf.get("seed", 0))
     bins = estimate_bins(itertools.islice(mix, total), total, num_buckets)
@@ -131,11 +126,7 @@ def write_blend(cfg: Mapping) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf/data_prep", config_name="blend")
 def main(cfg: DictConfig) -> None:
-    try:
-        info = write_blend(cfg)
-    except DataPrepError as e:
-        print(f"data_prep.blend: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    info = or_exit("data_prep.blend", lambda: write_blend(cfg))
     shares = ", ".join(f"{c['corpus']} {c['share_of_sampled_cuts']:.0%} ({c['hours']:.2f} h)" for c in info["corpora"])
     print(f"blend {info['name']}: {shares}\n  {info['input_cfg']}\n  {info['duration_bins']}\n  {info['train_ds']}")
 

@@ -6,6 +6,7 @@ any work). Phase two, per split, runs the shard workers, then writes ``cuts.json
 """
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import shutil
@@ -63,6 +64,8 @@ def _concatenate(parts: list[Path], dest: Path) -> None:
     """Gzip members concatenate into a valid gzip file: the split's manifest without re-encoding."""
     tmp = dest.with_name(dest.name + ".tmp")
     with open(tmp, "wb") as out:
+        if not parts:  # nothing kept: still a valid (empty) gzip file
+            out.write(gzip.compress(b""))
         for part in parts:
             with open(part, "rb") as f:
                 shutil.copyfileobj(f, out)
@@ -115,7 +118,7 @@ def prepare_split(settings: PrepSettings, split: str, screened: Screened) -> dic
 
     kept = sum(r.kept for r in results)
     bins_path = root / "duration_bins.yaml"
-    bins = estimate_bins(CutSet.from_file(cuts_path), kept, settings.num_buckets)
+    bins = estimate_bins(CutSet.from_jsonl_lazy(cuts_path), kept, settings.num_buckets)
     if bins:
         write_bins(bins_path, bins, str(cuts_path))
     else:

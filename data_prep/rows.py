@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,7 +143,10 @@ class Screener:
                         raise row.error
                     cand = self._from_cut(spec, row) if row.cut is not None else self._from_fields(spec, row)
                     declared, audio = cand.seconds, cand.audio_path
-                    self._check_text(cand)
+                    if not cand.text:
+                        raise Rejected("empty_text", "no transcript left after normalisation")
+                    _check_language(cand, self.corpus.language)
+                    self._check_unk(cand)
                     self._check_duplicate(cand)
                 except Rejected as r:
                     rejects.append(reject_entry(row.source, row.line, r, declared, audio))
@@ -157,10 +161,8 @@ class Screener:
         audio = fields.get("audio_filepath")
         if not isinstance(audio, str) or not audio.strip():
             raise Rejected("bad_field", "audio_filepath is missing or not a string")
-        path = Path(audio)
-        if not path.is_absolute():
-            path = spec.audio_root / path
-        path = str(path)
+        # Absolute, so that cuts.jsonl.gz works from any working directory.
+        path = os.path.abspath(spec.audio_root / audio)
         offset = _number_field(fields, "offset")
         duration = _number_field(fields, "duration")
         if duration is not None and duration <= 0:
@@ -192,8 +194,8 @@ class Screener:
         texts = [s.text for s in sorted(cut.supervisions, key=lambda s: s.start) if s.text]
         recording = cut.recording.to_dict()
         for source in recording["sources"]:
-            if source["type"] == "file" and not Path(source["source"]).is_absolute():
-                source["source"] = str(spec.audio_root / source["source"])
+            if source["type"] == "file":
+                source["source"] = os.path.abspath(spec.audio_root / source["source"])
         custom = dict(cut.custom or {})
         for sup in cut.supervisions:
             custom.update(sup.custom or {})
@@ -214,10 +216,8 @@ class Screener:
 
     # -- checks -------------------------------------------------------------------------------------
 
-    def _check_text(self, cand: Candidate) -> None:
-        if not cand.text:
-            raise Rejected("empty_text", "no transcript left after normalisation")
-        _check_language(cand, self.corpus.language)
+    def _check_unk(self, cand: Candidate) -> None:
+        """Tokenize with the model's tokenizer: count tokens (for the RNNT check) and <unk> characters."""
         if self.tokenizer is None:
             return
         num_tokens, unk_surfaces = count_unk(self.tokenizer, cand.text)

@@ -211,8 +211,8 @@ def _filters(cfg: Mapping) -> Filters:
     return f
 
 
-def settings_from_cfg(cfg: DictConfig | Mapping) -> PrepSettings:
-    """Check the composed ``prepare`` config and return typed settings (raises :class:`DataPrepError`)."""
+def resolve_config(cfg: DictConfig | Mapping) -> dict:
+    """The config as plain containers, every interpolation resolved (raises :class:`DataPrepError`)."""
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(dict(cfg))
     try:
@@ -220,6 +220,12 @@ def settings_from_cfg(cfg: DictConfig | Mapping) -> PrepSettings:
     except Exception as e:  # an unresolved interpolation or a missing (???) value
         raise DataPrepError(f"config error: {e}".splitlines()[0]) from None
     resolved.pop("hydra", None)
+    return resolved
+
+
+def settings_from_cfg(cfg: DictConfig | Mapping) -> PrepSettings:
+    """Check the composed ``prepare`` config and return typed settings (raises :class:`DataPrepError`)."""
+    resolved = resolve_config(cfg)
 
     text_cfg = resolved.get("text") or {}
     _require(

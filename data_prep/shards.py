@@ -87,13 +87,14 @@ def reuse(job: ShardJob) -> ShardResult | None:
         return None
     if marker.get("fingerprint") != job.fingerprint or not kept_cuts_path(job.work_dir, job.index).is_file():
         return None
-    if marker["kept"] and not shard_files(job.shar_dir, job.index):
+    if marker["kept"] and len(shard_files(job.shar_dir, job.index)) != 2:  # cuts + recording
         return None
     return ShardResult(job.index, marker["rows"], marker["kept"], marker["kept_seconds"], marker["rejects"], reused=True)
 
 
 def remove(shar_dir: Path, work_dir: Path, index: int) -> None:
-    for path in [_marker(work_dir, index), kept_cuts_path(work_dir, index), *shard_files(shar_dir, index)]:
+    """Everything a shard left behind: its Shar files, marker, kept cuts and any partial file."""
+    for path in [*work_dir.glob(f"{index:06d}.*"), *shard_files(shar_dir, index)]:
         path.unlink(missing_ok=True)
 
 

@@ -1,12 +1,11 @@
 """SentencePiece tokenizers in the layout NeMo's ``tokenizer: {dir, type: bpe}`` expects.
 
 The model's own tokenizer is the default and the reference of the ``<unk>`` check (:func:`count_unk`).
-``python -m data_prep.tokenizer --cuts <cuts.jsonl.gz> --out <dir>`` trains a new one on prepared domain
-text, after a warning of what replacing the model's tokenizer costs.
+``python -m data_prep.train_tokenizer`` trains a new one on prepared domain text (:func:`domain_texts`),
+after :data:`REPLACEMENT_WARNING`.
 """
 from __future__ import annotations
 
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -85,28 +84,8 @@ def domain_texts(cuts_paths: Iterable[str | Path]) -> Iterator[str]:
     from lhotse import CutSet
 
     for path in cuts_paths:
-        for cut in CutSet.from_file(path):
+        for cut in CutSet.from_jsonl_lazy(path):
             for sup in cut.supervisions:
                 if sup.text:
                     yield sup.text
 
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m data_prep.tokenizer",
-        description="Train a SentencePiece tokenizer on prepared domain text. " + REPLACEMENT_WARNING,
-    )
-    parser.add_argument("--cuts", nargs="+", required=True, help="prepared cuts.jsonl.gz manifests (normalised text)")
-    parser.add_argument("--out", required=True, help="output tokenizer directory")
-    parser.add_argument("--vocab-size", type=int, default=1024, help="Nemotron Speech uses 1024")
-    parser.add_argument("--model-type", default="bpe", choices=["bpe", "unigram"])
-    args = parser.parse_args(argv)
-    print(REPLACEMENT_WARNING, file=sys.stderr)
-    out = train_sentencepiece(domain_texts(args.cuts), args.out, args.vocab_size, args.model_type)
-    print(f"tokenizer written to {out} (tokenizer.model, vocab.txt)")
-
-
-if __name__ == "__main__":
-    main()

@@ -6,24 +6,28 @@ re-initialises the decoder and joint, and WER typically starts near 100 % (catas
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Mapping
 
 import hydra
-from lhotse import CutSet
 from omegaconf import DictConfig
 
-from data_prep.tokenizer import train_sentencepiece
+from data_prep.tokenizer import REPLACEMENT_WARNING, domain_texts, train_sentencepiece
 
 log = logging.getLogger(__name__)
 
 
+def train_domain_tokenizer(cfg: Mapping) -> Path:
+    """Train on the transcripts of ``cfg.cuts`` (prepared, normalised) and write ``cfg.out_dir``."""
+    log.warning(REPLACEMENT_WARNING)
+    out = train_sentencepiece(domain_texts(cfg["cuts"]), cfg["out_dir"], cfg["vocab_size"], cfg["model_type"])
+    log.info("SentencePiece %s tokenizer, %d pieces -> %s", cfg["model_type"], cfg["vocab_size"], out)
+    return out
+
+
 @hydra.main(version_base="1.3", config_path="../conf/data_prep", config_name="tokenizer")
 def main(cfg: DictConfig) -> None:
-    log.warning("Training a new tokenizer. To fine-tune a pretrained model keep its own tokenizer: replacing "
-                "it re-initialises the decoder and joint and throws away what they learned.")
-    texts = [s.text for path in cfg.cuts for cut in CutSet.from_file(path) for s in cut.supervisions]
-    out = train_sentencepiece(texts, cfg.out_dir, cfg.vocab_size, cfg.model_type)
-    log.info("SentencePiece %s tokenizer, %d pieces, from %d texts -> %s", cfg.model_type, cfg.vocab_size,
-             len(texts), out)
+    train_domain_tokenizer(cfg)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ from typing import Mapping, Sequence
 
 import torch.distributed as dist
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from recipes.evaluation import EvalSet, load_eval_set, stream_sets, summarise, wer_metrics, write_report
-from recipes.streaming import StreamingRecognizer
+from recipes.evaluation import (EvalSet, load_eval_set, stream_sets, summarise, wer_metrics, word_error_rates,
+                                write_report)
+from recipes.streaming import StreamingRecognizer, lookahead_ms
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +82,34 @@ def _gather(per_set: dict, world_size: int) -> dict:
                 target["audio_seconds"] += entry["audio_seconds"]
                 target["compute_seconds"] += entry["compute_seconds"]
     return merged
+
+
+class LookaheadValidationWER(Callback):
+    """WER of NeMo's validation batches at every lookahead, logged as ``val_wer/<ms>ms``.
+
+    NeMo's own ``val_wer`` only measures the default (first) lookahead. The offline pass with chunked-limited
+    masks gives exactly the streaming output, so this is the streaming WER of the whole validation set.
+    """
+
+    def __init__(self, lookaheads: Sequence[Sequence[int]], batch_size: int = 32):
+        self.lookaheads = [list(la) for la in lookaheads]
+        self.batch_size = batch_size
+        self._refs: list[str] = []
+        self._hyps: dict[str, list[str]] = {}
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module) -> None:
+        self._refs, self._hyps = [], {f"{lookahead_ms(la)}ms": [] for la in self.lookaheads}
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        audio, audio_lens, tokens, token_lens = batch[:4]
+        audios = [a[:n].float().cpu().numpy() for a, n in zip(audio, audio_lens)]
+        self._refs += [pl_module.tokenizer.ids_to_text(t[:n].tolist()) for t, n in zip(tokens, token_lens)]
+        recognizer = StreamingRecognizer(pl_module, batch_size=self.batch_size)
+        for la in self.lookaheads:
+            self._hyps[f"{lookahead_ms(la)}ms"] += recognizer.offline(audios, la).texts
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module) -> None:
+        if not self._refs:
+            return
+        for key, hyps in self._hyps.items():
+            pl_module.log(f"val_wer/{key}", word_error_rates(self._refs, hyps)["wer"], sync_dist=True)

@@ -1,21 +1,37 @@
-"""Streaming WER of a model per set and lookahead:  python -m recipes.evaluate model=<.nemo> data=<cuts>"""
+"""Streaming WER of a model per set and lookahead, or one file streamed live:
+
+    python -m recipes.evaluate model=<.nemo|ckpt> data=<cuts or {name: cuts}> [check_offline=true]
+    python -m recipes.evaluate model=<.nemo|ckpt> audio=<wav/flac> [lookaheads=[[70,1]]]
+"""
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from recipes.evaluation import evaluate_model, write_report
+from recipes.evaluation import evaluate_model, show_partials, write_report
 from recipes.inference import load_model
-from recipes.reports import wer_table
+from recipes.reports import latency_table, wer_table
+
+
+def run(cfg: DictConfig, model=None) -> dict:
+    """Evaluate (``data``) or stream one file (``audio``) as ``cfg`` says; returns the report or final transcripts."""
+    if (cfg.data is None) == (cfg.audio is None):
+        raise ValueError("give exactly one of data=<cuts file or {name: cuts file}> and audio=<audio file>")
+    model = model if model is not None else load_model(cfg.model)
+    lookaheads = OmegaConf.to_container(cfg.lookaheads) if cfg.lookaheads else model.encoder.att_context_size_all
+    if cfg.audio is not None:
+        return show_partials(model, cfg.audio, lookaheads)
+    data = OmegaConf.to_container(cfg.data) if isinstance(cfg.data, DictConfig) else {"set": cfg.data}
+    report = evaluate_model(model, data, lookaheads, cfg.max_utterances, cfg.batch_size, cfg.check_offline)
+    if cfg.output:
+        write_report({"model": cfg.model, **report}, cfg.output)
+    print(wer_table({cfg.model: report["sets"]}))
+    print()
+    print(latency_table(report["sets"]))
+    return report
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    data = OmegaConf.to_container(cfg.data) if isinstance(cfg.data, DictConfig) else {"set": cfg.data}
-    model = load_model(cfg.model)
-    lookaheads = cfg.lookaheads or model.encoder.att_context_size_all
-    report = evaluate_model(model, data, lookaheads, cfg.max_utterances, cfg.batch_size)
-    if cfg.output:
-        write_report({"model": cfg.model, **report}, cfg.output)
-    print(wer_table({cfg.model: report["sets"]}))
+    run(cfg)
 
 
 if __name__ == "__main__":

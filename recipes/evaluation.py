@@ -9,10 +9,10 @@ from typing import Sequence
 
 import jiwer
 import numpy as np
-from lhotse import CutSet
+from lhotse import CutSet, Recording
 from whisper_normalizer.english import EnglishTextNormalizer
 
-from recipes.streaming import StreamingRecognizer, lookahead_ms
+from recipes.streaming import SAMPLE_RATE, StreamingRecognizer, count_token_differences, lookahead_ms
 
 _normalizer = EnglishTextNormalizer()
 
@@ -40,7 +40,7 @@ def load_eval_set(name: str, cuts_path: str | Path, max_utterances: int | None =
     ids, audios, texts = [], [], []
     for cut in cuts:
         ids.append(cut.id)
-        audios.append(cut.resample(16000).load_audio()[0])
+        audios.append(cut.resample(SAMPLE_RATE).load_audio()[0])
         texts.append(" ".join(s.text for s in cut.supervisions))
     return EvalSet(name, ids, audios, texts)
 
@@ -57,28 +57,65 @@ def word_error_rates(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, floa
     }
 
 
-def evaluate(recognizer: StreamingRecognizer, eval_set: EvalSet, att_context_size: Sequence[int]) -> dict:
-    """Streaming transcripts of one set at one lookahead, with the per-utterance hypotheses."""
+def evaluate(recognizer: StreamingRecognizer, eval_set: EvalSet, att_context_size: Sequence[int],
+             check_offline: bool = False) -> dict:
+    """Streaming transcripts of one set at one lookahead, with the per-utterance hypotheses and latencies.
+
+    With ``check_offline``, also the offline pass with the same chunked-limited masks, and per utterance the number
+    of tokens by which streaming differs from it (``offline_diff``; 0 for an exact cache-aware engine).
+    """
     result = recognizer.stream(eval_set.audios, att_context_size)
     seconds = sorted(result.step_seconds)
-    return {
+    utterances = [{"id": i, "ref": r, "hyp": h, "first_token_s": _rounded(first), "final_s": _rounded(final)}
+                  for i, r, h, first, final in zip(eval_set.ids, eval_set.texts, result.texts,
+                                                   result.first_token_seconds, result.final_seconds)]
+    entry = {
         "att_context_size": list(att_context_size),
         "latency_ms": lookahead_ms(att_context_size),
-        "audio_seconds": sum(len(a) for a in eval_set.audios) / 16000,
+        "algorithmic_latency_ms": lookahead_ms(att_context_size),
+        "audio_seconds": sum(len(a) for a in eval_set.audios) / SAMPLE_RATE,
         "compute_seconds": sum(seconds),
-        "chunk_step_seconds_p50": float(np.percentile(seconds, 50)) if seconds else 0.0,
-        "chunk_step_seconds_p95": float(np.percentile(seconds, 95)) if seconds else 0.0,
-        "utterances": [{"id": i, "ref": r, "hyp": h} for i, r, h in zip(eval_set.ids, eval_set.texts, result.texts)],
+        "chunk_step_seconds_p50": _percentile(seconds, 50),
+        "chunk_step_seconds_p95": _percentile(seconds, 95),
+        "utterances": utterances,
     }
+    if check_offline:
+        offline = recognizer.offline(eval_set.audios, att_context_size)
+        entry["offline_compute_seconds"] = sum(offline.step_seconds)
+        for utt, streamed, full in zip(utterances, result.tokens, offline.tokens):
+            utt["offline_diff"] = count_token_differences([streamed], [full])
+    return entry
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if len(values) else None
 
 
 def summarise(per_set: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
-    """Add WERs to each ``{set: {"<ms>ms": evaluate(...)}}`` entry from its (possibly gathered) utterances."""
+    """Add WERs, real-time factor and latency percentiles to each ``{set: {"<ms>ms": evaluate(...)}}`` entry, from
+    its (possibly gathered from several ranks) utterances.
+
+    Latencies in seconds: ``first_token_latency_s_*`` from the start of an utterance's audio to its first token
+    on screen (utterances without tokens left out); ``final_latency_s_*`` from its last audio to its final
+    transcript. With ``check_offline``: ``offline_token_differences`` (total) and ``offline_differing_utterances``.
+    """
     for by_lookahead in per_set.values():
         for entry in by_lookahead.values():
             utts = entry["utterances"]
             entry.update(word_error_rates([u["ref"] for u in utts], [u["hyp"] for u in utts]))
             entry["rtf"] = entry["compute_seconds"] / max(entry["audio_seconds"], 1e-9)
+            first = [u["first_token_s"] for u in utts if u.get("first_token_s") is not None]
+            final = [u["final_s"] for u in utts if u.get("final_s") is not None]
+            for name, values in (("first_token", first), ("final", final)):
+                entry[f"{name}_latency_s_p50"] = _percentile(values, 50)
+                entry[f"{name}_latency_s_p95"] = _percentile(values, 95)
+            if utts and all("offline_diff" in u for u in utts):
+                entry["offline_token_differences"] = sum(u["offline_diff"] for u in utts)
+                entry["offline_differing_utterances"] = sum(1 for u in utts if u["offline_diff"])
     return per_set
 
 
@@ -96,14 +133,41 @@ def write_report(report: dict, path: str | Path) -> Path:
 
 
 def stream_sets(recognizer: StreamingRecognizer, eval_sets: Sequence[EvalSet],
-                lookaheads: Sequence[Sequence[int]]) -> dict[str, dict[str, dict]]:
+                lookaheads: Sequence[Sequence[int]], check_offline: bool = False) -> dict[str, dict[str, dict]]:
     """``{set: {"<ms>ms": evaluate(...)}}`` for every set and lookahead (WERs not yet computed)."""
-    return {es.name: {f"{lookahead_ms(la)}ms": evaluate(recognizer, es, la) for la in lookaheads}
+    return {es.name: {f"{lookahead_ms(la)}ms": evaluate(recognizer, es, la, check_offline) for la in lookaheads}
             for es in eval_sets}
 
 
 def evaluate_model(model, sets: dict[str, str], lookaheads: Sequence[Sequence[int]],
-                   max_utterances: int | None = None, batch_size: int = 32) -> dict:
-    """Full report of one model: ``{"sets": {set: {"<ms>ms": {wer, wer_normalized, utterances, ...}}}}``."""
+                   max_utterances: int | None = None, batch_size: int = 32, check_offline: bool = False) -> dict:
+    """Full report of one model: ``{"sets": {set: {"<ms>ms": {wer, wer_normalized, utterances, ...}}}}``;
+    with ``check_offline``, each entry also counts the tokens by which streaming differs from offline."""
     eval_sets = [load_eval_set(name, path, max_utterances) for name, path in sets.items()]
-    return {"sets": summarise(stream_sets(StreamingRecognizer(model, batch_size), eval_sets, lookaheads))}
+    recognizer = StreamingRecognizer(model, batch_size)
+    return {"sets": summarise(stream_sets(recognizer, eval_sets, lookaheads, check_offline))}
+
+
+def load_audio_file(path: str | Path) -> np.ndarray:
+    """A wav/flac/opus/... file as 16 kHz mono float32 (channels averaged)."""
+    audio = Recording.from_file(str(path)).resample(SAMPLE_RATE).load_audio()
+    return audio.mean(axis=0).astype(np.float32)
+
+
+def show_partials(model, audio_path: str | Path, lookaheads: Sequence[Sequence[int]], write=print) -> dict[str, str]:
+    """Stream one audio file per lookahead and ``write`` the hypothesis each time it grows (with the seconds of
+    audio heard so far), as a live caption would. Returns the final transcript per ``"<ms>ms"``."""
+    audio = load_audio_file(audio_path)
+    recognizer = StreamingRecognizer(model, batch_size=1)
+    finals = {}
+    for la in lookaheads:
+        write(f"== {audio_path} at lookahead {list(la)} ({lookahead_ms(la)} ms chunks), "
+              f"{len(audio) / SAMPLE_RATE:.2f} s of audio")
+        shown = ""
+        for heard, text in recognizer.timed_partials(audio, la):
+            if text != shown:
+                write(f"{heard:7.2f} s | {text}")
+                shown = text
+        write(f"  final   | {shown}")
+        finals[f"{lookahead_ms(la)}ms"] = shown
+    return finals

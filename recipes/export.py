@@ -8,7 +8,7 @@ from recipes.exporting import export_nemo
 
 @hydra.main(config_path="../conf", config_name="export", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    print(export_nemo(cfg.run_dir, cfg.checkpoint, cfg.output))
+    print(export_nemo(cfg.run_dir, cfg.checkpoint, cfg.output, cfg.fp16_weights))
 
 
 if __name__ == "__main__":

@@ -18,11 +18,14 @@ def resolve_checkpoint(run_dir: Path, checkpoint: str) -> Path:
     raise FileNotFoundError(f"checkpoint {checkpoint!r} not found as a path or in {run_dir / 'checkpoints'}")
 
 
-def export_nemo(run_dir: str | Path, checkpoint: str, output: str | Path) -> Path:
+def export_nemo(run_dir: str | Path, checkpoint: str, output: str | Path, fp16_weights: bool = False) -> Path:
     """Rebuild the run's model as training built it, load the checkpoint's weights and save a ``.nemo``
-    that ``ASRModel.restore_from`` loads on its own."""
+    that ``ASRModel.restore_from`` loads on its own. ``fp16_weights`` halves the file; restoring casts the
+    weights back to the model's float32."""
     ckpt_path = resolve_checkpoint(Path(run_dir), checkpoint)
     model = load_model(str(ckpt_path))
+    if fp16_weights:
+        model = model.half()
     output = Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     model.save_to(str(output))

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import Trainer
-from nemo.collections.asr.models import ASRModel, EncDecRNNTBPEModel
+from hydra.utils import get_class
+from nemo.collections.asr.models import ASRModel
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
@@ -78,11 +79,11 @@ def model_config(cfg: DictConfig, trainer: Trainer | None = None) -> tuple[DictC
     return nemo_cfg, checkpoint
 
 
-def build_model(cfg: DictConfig, trainer: Trainer | None = None) -> EncDecRNNTBPEModel:
+def build_model(cfg: DictConfig, trainer: Trainer | None = None) -> ASRModel:
     """Instantiate the model described by the ``model`` config group, weights loaded when ``init_from`` is set."""
     nemo_cfg, checkpoint = model_config(cfg, trainer)
     if checkpoint is None:
-        model = EncDecRNNTBPEModel(cfg=nemo_cfg, trainer=trainer)
+        model = get_class(cfg.model_class)(cfg=nemo_cfg, trainer=trainer)
     else:
         model = ASRModel.restore_from(
             str(checkpoint), override_config_path=nemo_cfg, map_location=torch.device("cpu"), trainer=trainer

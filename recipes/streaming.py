@@ -1,12 +1,23 @@
 """Cache-aware streaming recognition with NeMo's caches, batched across utterances.
 
 Every lookahead is run the way the model is deployed: mel features are cut into chunks of
-(right context + 1) encoder frames and pushed through ``conformer_stream_step`` with the attention and
-convolution caches carried from chunk to chunk. ``offline`` runs one full forward with the same
-chunked-limited masks; for a cache-aware model both must give identical tokens.
+(right context + 1) encoder frames and pushed through the encoder's ``cache_aware_stream_step`` with the
+attention and convolution caches carried from chunk to chunk, and the RNNT decoder state carried with them.
+``offline`` runs one full forward with the same chunked-limited masks; for a cache-aware model both must give
+identical tokens (``count_token_differences``).
+
+How the engine stays fast without changing a single token:
+
+- utterances are sorted by length and batched, so streams of similar length share a batch;
+- a batch shrinks as its shorter streams end (caches and decoder state are cut to the streams still
+  running), so no compute goes to streams that have nothing left to say;
+- greedy RNNT decoding keeps NeMo's batched label-looping state as tensors from chunk to chunk, instead of
+  converting it to and from per-utterance ``Hypothesis`` objects and re-detokenising every chunk;
+- NeMo's neural-type checks, which run on every module call, are off while streaming.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,23 +26,35 @@ from typing import Iterator, Sequence
 import kaldialign
 import numpy as np
 import torch
-from nemo.collections.asr.parts.utils.streaming_utils import CacheAwareStreamingAudioBuffer
+from nemo.collections.asr.parts.utils.rnnt_utils import Hypothesis
+from nemo.core.classes.common import typecheck
 
+SAMPLE_RATE = 16000
 ENCODER_FRAME_MS = 80  # 10 ms mel hop x 8 subsampling
 
 
 def lookahead_ms(att_context_size: Sequence[int]) -> int:
-    """Chunk duration of a ``[left, right]`` context: (right + 1) encoder frames."""
+    """Chunk duration of a ``[left, right]`` context: (right + 1) encoder frames. With chunked-limited attention
+    the right context lies inside the chunk, so this is also the algorithmic latency (chunk + lookahead)."""
     return (att_context_size[1] + 1) * ENCODER_FRAME_MS
 
 
 @dataclass
 class Transcripts:
-    """Hypotheses in input order, with the token ids behind them and the compute time of each chunk step."""
+    """Hypotheses in input order, with the token ids behind them and the compute time of each chunk step.
+
+    Streaming also fills, per utterance and in input order:
+    ``first_token_seconds``: when the first token would be on screen, counted from the start of the
+    utterance's audio (end of the chunk that produced it + that step's compute), None without tokens;
+    ``final_seconds``: compute time between the utterance's last audio arriving and its final transcript.
+    Both assume chunks are processed as they arrive (no queueing: true while the real-time factor is < 1).
+    """
 
     texts: list[str]
     tokens: list[list[int]]
     step_seconds: list[float] = field(default_factory=list)
+    first_token_seconds: list[float | None] = field(default_factory=list)
+    final_seconds: list[float] = field(default_factory=list)
 
 
 @contextmanager
@@ -46,6 +69,145 @@ def evaluation_mode(model, att_context_size: Sequence[int]):
     finally:
         encoder.set_default_att_context_size(previous)
         model.train(was_training)
+
+
+@contextmanager
+def _no_typechecks():
+    """NeMo checks neural types on every module call; that costs more than a tiny model's chunk step."""
+    typecheck.set_typecheck_enabled(enabled=False)
+    try:
+        yield
+    finally:
+        typecheck.set_typecheck_enabled(enabled=True)
+
+
+def _first_and_later(value) -> tuple[int, int]:
+    return (int(value[0]), int(value[1])) if isinstance(value, (list, tuple)) else (int(value), int(value))
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """Which mel frames each chunk step of a stream reads, from the encoder's ``streaming_cfg`` (frames of 10 ms).
+
+    Step 0 reads ``chunk[0]`` frames from the start with no pre-encode cache; step k > 0 reads ``chunk[1]``
+    frames starting at ``shift[0] + (k - 1) * shift[1]``, preceded by the last ``pre_cache[1]`` frames before
+    them (zeros before the start), and drops the extra encoder frames those produce.
+
+    Two details keep every lookahead exactly equal to the offline forward, where NeMo's
+    ``CacheAwareStreamingAudioBuffer`` is not:
+
+    - a step that starts before ``pre_cache[1]`` frames exist (step 1 of a [70, 0] model, which starts at frame 1)
+      reads the features from the very start and drops the encoder frames already emitted (``early_drop``),
+      where NeMo pads the missing history with zero features, which the causal subsampling does not see offline;
+    - a stream's last chunk runs however few frames it has (one new mel frame gives one encoder frame, as
+      offline), where NeMo stops as soon as the longest stream of a batch has fewer than 8 frames left.
+    """
+
+    chunk: tuple[int, int]
+    shift: tuple[int, int]
+    pre_cache: tuple[int, int]
+    drop_extra: int
+    early_drop: dict[int, int] = field(default_factory=dict)  # step -> encoder frames already emitted before it
+
+    @classmethod
+    def of(cls, encoder) -> "ChunkPlan":
+        cfg = encoder.streaming_cfg
+        plan = cls(chunk=_first_and_later(cfg.chunk_size), shift=_first_and_later(cfg.shift_size),
+                   pre_cache=_first_and_later(cfg.pre_encode_cache_size), drop_extra=int(cfg.drop_extra_pre_encoded))
+        step = 1
+        while plan.start(step) < plan.pre_cache[1]:
+            frames = plan.start(step)
+            dummy = torch.zeros(1, frames, encoder._feat_in, device=next(encoder.parameters()).device)
+            _, emitted = encoder.pre_encode(x=dummy, lengths=torch.tensor([frames], device=dummy.device))
+            plan.early_drop[step] = int(emitted[0])
+            step += 1
+        return plan
+
+    def start(self, step: int) -> int:
+        return 0 if step == 0 else self.shift[0] + (step - 1) * self.shift[1]
+
+    def end(self, step: int) -> int:
+        """First mel frame after the chunk of ``step``: the audio a stream must have received to run it."""
+        return self.start(step) + self.chunk[min(step, 1)]
+
+    def steps(self, n_frames: int) -> int:
+        """Number of chunk steps a stream of ``n_frames`` mel frames runs."""
+        if n_frames <= 0:
+            return 0
+        return 1 + max(0, -(-(n_frames - self.shift[0]) // self.shift[1]))
+
+    def chunk_input(self, feats: torch.Tensor, lengths: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The features of ``step`` for every stream in ``feats`` (B, F, T), pre-encode cache included, their
+        lengths, and how many encoder frames to drop after the subsampling."""
+        later = min(step, 1)
+        start, end = self.start(step), self.start(step) + self.chunk[later]
+        if step in self.early_drop:
+            x = feats[:, :, :end]
+            return x, torch.clamp(lengths, max=x.size(-1)), self.early_drop[step]
+        cache = self.pre_cache[later]
+        x = feats[:, :, max(start - cache, 0) : end]
+        if cache > start:  # only step 0 gets here (pre_cache[0], 0 for causal subsampling)
+            x = torch.nn.functional.pad(x, (cache - start, 0))
+        return x, torch.clamp(lengths - start + cache, min=0, max=x.size(-1)), self.drop_extra if step else 0
+
+
+class _LabelLoopingDecoder:
+    """Greedy batched RNNT decoding across chunks with NeMo's label-looping computer, its state kept batched."""
+
+    def __init__(self, model):
+        self.computer = model.decoding.decoding.decoding_computer
+        self.decoder = model.decoder
+        self.state = None
+
+    @staticmethod
+    def supports(model) -> bool:
+        greedy = getattr(model.decoding, "decoding", None)
+        return (getattr(greedy, "decoding_computer", None) is not None
+                and getattr(greedy, "_greedy_decode", None) == getattr(greedy, "_greedy_decode_blank_as_pad_loop_labels", 0))
+
+    def __call__(self, encoded: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+        hyps, self.state = self.computer(x=encoded.transpose(1, 2), out_len=lengths, prev_batched_state=self.state)
+        counts = hyps.current_lengths.tolist()
+        rows = hyps.transcript[:, : max(counts, default=0)].tolist()
+        return [row[:count] for row, count in zip(rows, counts)]
+
+    def keep(self, n: int) -> None:
+        """Keep the state of the first ``n`` streams."""
+        if self.state is None:
+            return
+        s = self.state
+        mask = torch.arange(len(s.labels), device=s.labels.device) < n
+        self.state = dataclasses.replace(
+            s, predictor_states=self.decoder.mask_select_states(s.predictor_states, mask),
+            predictor_outputs=s.predictor_outputs[mask], labels=s.labels[mask], decoded_lengths=s.decoded_lengths[mask],
+            fusion_states_list=[f[mask] for f in s.fusion_states_list],
+            time_jumps=None if s.time_jumps is None else s.time_jumps[mask])
+
+
+class _HypothesisDecoder:
+    """Any other decoding strategy, through NeMo's partial hypotheses (what ``conformer_stream_step`` does)."""
+
+    def __init__(self, model):
+        self.decoding = model.decoding
+        self.hyps = None
+
+    def __call__(self, encoded: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+        before = [len(h.y_sequence) for h in self.hyps] if self.hyps else [0] * len(encoded)
+        self.hyps = self.decoding.rnnt_decoder_predictions_tensor(
+            encoder_output=encoded, encoded_lengths=lengths, return_hypotheses=True, partial_hypotheses=self.hyps)
+        return [[int(t) for t in h.y_sequence[b:]] for h, b in zip(self.hyps, before)]
+
+    def keep(self, n: int) -> None:
+        if self.hyps is not None:
+            self.hyps = self.hyps[:n]
+
+
+@dataclass
+class _Step:
+    index: int
+    active: int                  # streams 0..active-1 of the batch took part
+    new_tokens: list[list[int]]  # per active stream
+    seconds: float
 
 
 class StreamingRecognizer:
@@ -70,69 +232,104 @@ class StreamingRecognizer:
         for start in range(0, len(order), self.batch_size):
             yield order[start : start + self.batch_size]
 
-    def _run(self, audios, att_context_size, decode_batch) -> Transcripts:
-        result = Transcripts(texts=[""] * len(audios), tokens=[[] for _ in audios])
-        with evaluation_mode(self.model, att_context_size), torch.no_grad():
-            for batch in self._batches(audios):
-                hyps = decode_batch([audios[i] for i in batch], result.step_seconds)
-                for i, hyp in zip(batch, hyps):
-                    result.texts[i] = hyp.text
-                    result.tokens[i] = [int(t) for t in hyp.y_sequence]
-        return result
+    def texts(self, tokens: Sequence[Sequence[int]]) -> list[str]:
+        """Token ids to text exactly as NeMo's decoding writes ``Hypothesis.text``."""
+        hyps = [Hypothesis(score=0.0, y_sequence=list(t)) for t in tokens]
+        return [h.text for h in self.model.decoding.decode_hypothesis(hyps)]
 
     def stream(self, audios: Sequence[np.ndarray], att_context_size: Sequence[int]) -> Transcripts:
         """Real cache-aware streaming, chunk by chunk."""
-        return self._run(audios, att_context_size, self._stream_batch)
+        n = len(audios)
+        result = Transcripts(texts=[""] * n, tokens=[[] for _ in audios], first_token_seconds=[None] * n,
+                             final_seconds=[0.0] * n)
+        hop = self._hop_seconds()
+        with evaluation_mode(self.model, att_context_size), torch.no_grad(), _no_typechecks():
+            plan = ChunkPlan.of(self.model.encoder)
+            for batch in self._batches(audios):
+                feats, lengths = self.features([audios[i] for i in batch])
+                frames = lengths.tolist()
+                last_step = [plan.steps(f) - 1 for f in frames]
+                for step in self._steps(feats, lengths, plan):
+                    result.step_seconds.append(step.seconds)
+                    end = plan.end(step.index)
+                    for j, new in enumerate(step.new_tokens):
+                        i = batch[j]
+                        if new:
+                            if not result.tokens[i]:
+                                result.first_token_seconds[i] = min(end, frames[j]) * hop + step.seconds
+                            result.tokens[i].extend(new)
+                        if last_step[j] == step.index:
+                            result.final_seconds[i] = step.seconds
+        result.texts = self.texts(result.tokens)
+        return result
 
     def offline(self, audios: Sequence[np.ndarray], att_context_size: Sequence[int]) -> Transcripts:
         """One full-utterance forward with the same chunked-limited attention masks."""
-        return self._run(audios, att_context_size, self._offline_batch)
+        result = Transcripts(texts=[""] * len(audios), tokens=[[] for _ in audios])
+        with evaluation_mode(self.model, att_context_size), torch.no_grad():
+            for batch in self._batches(audios):
+                feats, feat_lens = self.features([audios[i] for i in batch])
+                start = time.perf_counter()
+                encoded, encoded_lens = self.model.encoder(audio_signal=feats, length=feat_lens)
+                hyps = self.model.decoding.rnnt_decoder_predictions_tensor(
+                    encoder_output=encoded, encoded_lengths=encoded_lens, return_hypotheses=True)
+                result.step_seconds.append(time.perf_counter() - start)
+                for i, hyp in zip(batch, hyps):
+                    result.tokens[i] = [int(t) for t in hyp.y_sequence]
+        result.texts = self.texts(result.tokens)
+        return result
 
-    def _offline_batch(self, audios, step_seconds):
-        feats, feat_lens = self.features(audios)
-        start = time.perf_counter()
-        encoded, encoded_lens = self.model.encoder(audio_signal=feats, length=feat_lens)
-        hyps = self.model.decoding.rnnt_decoder_predictions_tensor(
-            encoder_output=encoded, encoded_lengths=encoded_lens, return_hypotheses=True
-        )
-        step_seconds.append(time.perf_counter() - start)
-        return hyps
+    def _hop_seconds(self) -> float:
+        return float(self.model.cfg.preprocessor.get("window_stride", 0.01))
 
-    def _stream_batch(self, audios, step_seconds):
-        hyps = None
-        for hyps, seconds in self._chunk_steps(audios):
-            step_seconds.append(seconds)
-        return hyps
-
-    def _chunk_steps(self, audios) -> Iterator[tuple[list, float]]:
-        """Yields the running hypotheses after each chunk, with the compute time of that step."""
-        model, encoder = self.model, self.model.encoder
-        feats, feat_lens = self.features(audios)
-        buffer = CacheAwareStreamingAudioBuffer(model=model, online_normalization=False)
-        for feat, length in zip(feats, feat_lens):
-            buffer.append_processed_signal(feat[None, :, : int(length)])
-        cache_channel, cache_time, cache_channel_len = encoder.get_initial_cache_state(batch_size=len(audios))
-        hyps = None
-        for step, (chunk, chunk_lens) in enumerate(buffer):
+    def _steps(self, feats: torch.Tensor, lengths: torch.Tensor, plan: ChunkPlan) -> Iterator[_Step]:
+        """Streams a batch sorted longest first; yields the new tokens of every stream still running after each
+        chunk step. Streams leave the batch after their last chunk."""
+        encoder = self.model.encoder
+        steps = [plan.steps(n) for n in lengths.tolist()]
+        total = max(steps, default=0)
+        cache_channel, cache_time, cache_channel_len = encoder.get_initial_cache_state(batch_size=len(steps))
+        decoder = _LabelLoopingDecoder(self.model) if _LabelLoopingDecoder.supports(self.model) \
+            else _HypothesisDecoder(self.model)
+        active = len(steps)
+        for index in range(total):
             start = time.perf_counter()
-            _, _, cache_channel, cache_time, cache_channel_len, hyps = model.conformer_stream_step(
+            running = sum(1 for s in steps[:active] if s > index)
+            if running < active:
+                active = running
+                cache_channel, cache_time = cache_channel[:, :active], cache_time[:, :active]
+                cache_channel_len = cache_channel_len[:active]
+                decoder.keep(active)
+            chunk, chunk_lens, drop = plan.chunk_input(feats[:active], lengths[:active], index)
+            encoded, encoded_lens, cache_channel, cache_time, cache_channel_len = encoder.cache_aware_stream_step(
                 processed_signal=chunk,
                 processed_signal_length=chunk_lens,
                 cache_last_channel=cache_channel,
                 cache_last_time=cache_time,
                 cache_last_channel_len=cache_channel_len,
-                keep_all_outputs=buffer.is_buffer_empty(),
-                previous_hypotheses=hyps,
-                drop_extra_pre_encoded=0 if step == 0 else encoder.streaming_cfg.drop_extra_pre_encoded,
-                return_transcription=True,
+                keep_all_outputs=index == total - 1,
+                drop_extra_pre_encoded=drop,
             )
-            yield hyps, time.perf_counter() - start
+            new_tokens = decoder(encoded, encoded_lens)
+            yield _Step(index, active, new_tokens, time.perf_counter() - start)
+
+    def timed_partials(self, audio: np.ndarray, att_context_size: Sequence[int]) -> Iterator[tuple[float, str]]:
+        """``(seconds of audio heard, hypothesis so far)`` after each chunk of one utterance, as a live
+        stream would show it."""
+        hop = self._hop_seconds()
+        tokens: list[int] = []
+        with evaluation_mode(self.model, att_context_size), torch.no_grad(), _no_typechecks():
+            plan = ChunkPlan.of(self.model.encoder)
+            feats, lengths = self.features([audio])
+            for step in self._steps(feats, lengths, plan):
+                tokens.extend(step.new_tokens[0])
+                heard = min(plan.end(step.index), int(lengths[0])) * hop
+                yield heard, self.texts([tokens])[0]
 
     def partials(self, audio: np.ndarray, att_context_size: Sequence[int]) -> Iterator[str]:
         """The growing hypothesis of one utterance after each chunk, as a live stream would show it."""
-        with evaluation_mode(self.model, att_context_size), torch.no_grad():
-            for hyps, _ in self._chunk_steps([audio]):
-                yield hyps[0].text
+        for _, text in self.timed_partials(audio, att_context_size):
+            yield text
 
 
 def count_token_differences(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> int:

@@ -19,7 +19,8 @@ from data_prep.errors import REASONS, DataPrepError
 from data_prep.prepare import prepare_corpus
 from data_prep.settings import compose
 from data_prep.text import TextPolicy, normalise
-from data_prep.tokenizer import load_sentencepiece, main as tokenizer_main, train_sentencepiece
+from data_prep.tokenizer import load_sentencepiece, train_sentencepiece
+from data_prep.train_tokenizer import train_domain_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -250,6 +251,14 @@ def test_every_bad_row_is_rejected_with_its_reason(tmp_path, tokenizer_dir):
     assert stereo_src.load_audio().shape == (1, 32000)  # the manifest loads it as 16 kHz mono too
 
 
+def test_split_with_nothing_kept_still_finishes(tmp_path):
+    manifest = write_lines(tmp_path / "train.jsonl", ["not json", {"audio_filepath": "nope.wav", "text": "gone"}])
+    summary = prepare_corpus(make_cfg(tmp_path, {"train": [str(manifest)]}))["splits"]["train"]
+    assert summary["rows"] == {"in": 2, "kept": 0, "rejected": 2} and summary["duration_bins"] == []
+    assert gzip.decompress((split_out(tmp_path) / "cuts.jsonl.gz").read_bytes()) == b""
+    assert not (split_out(tmp_path) / "duration_bins.yaml").exists()
+
+
 # ---------------------------------------------------------------------------------------------- resume
 
 
@@ -357,12 +366,14 @@ def test_command_line_error_is_one_line_without_traceback(tmp_path):
 # ---------------------------------------------------------------------------------------- tokenizer tool
 
 
-def test_train_domain_tokenizer_warns(tmp_path, capsys):
+def test_train_domain_tokenizer_warns(tmp_path, caplog):
     rows = [{"audio_filepath": "audio/long.flac", "offset": float(i), "duration": 1.0, "text": f"domain words {i}"}
             for i in range(5)]
     tone(tmp_path / "audio" / "long.flac", 6.0)
     prepare_corpus(make_cfg(tmp_path, {"train": [str(write_lines(tmp_path / "train.jsonl", rows))]}))
-    tokenizer_main(["--cuts", str(split_out(tmp_path) / "cuts.jsonl.gz"), "--out", str(tmp_path / "tok"),
-                    "--vocab-size", "20"])
-    assert "WARNING" in capsys.readouterr().err
+    cfg = compose([f"cuts=[{split_out(tmp_path) / 'cuts.jsonl.gz'}]", f"out_dir={tmp_path / 'tok'}", "vocab_size=20"],
+                  config_name="tokenizer")
+    with caplog.at_level("WARNING"):
+        train_domain_tokenizer(cfg)
+    assert "re-initialises the RNNT decoder" in caplog.text
     assert load_sentencepiece(tmp_path / "tok").get_piece_size() == 20

@@ -1,0 +1,122 @@
+"""The streaming engine gives exactly the tokens of the offline pass with the same masks, of NeMo's own
+streaming loop, and of one stream at a time: on the trained demo model over demo dev utterances, and on a
+randomly initialised model (which emits many tokens per frame) where no trained model is at hand."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recipes.streaming import StreamingRecognizer, count_token_differences
+from scripts.bench_streaming import nemo_reference
+from tests.conftest import BASE_MODEL, CONF, REPO, compose_config
+
+LOOKAHEADS = [[70, 13], [70, 6], [70, 1], [70, 0]]
+DEV_SETS = [REPO / "data/prepared/demo_target/dev/cuts.jsonl.gz", REPO / "data/prepared/demo_general/dev/cuts.jsonl.gz"]
+
+
+def assert_exact(model, audios: list[np.ndarray], att_context_size, batch_size: int) -> int:
+    """Streaming (batched) == offline == streaming one stream at a time; returns the number of tokens."""
+    batched = StreamingRecognizer(model, batch_size).stream(audios, att_context_size)
+    offline = StreamingRecognizer(model, batch_size).offline(audios, att_context_size)
+    single = StreamingRecognizer(model, 1).stream(audios, att_context_size)
+    assert count_token_differences(batched.tokens, offline.tokens) == 0, f"streaming != offline at {att_context_size}"
+    assert batched.tokens == single.tokens, f"batched != batch-size-1 streaming at {att_context_size}"
+    assert batched.texts == offline.texts == single.texts
+    return sum(map(len, batched.tokens))
+
+
+def assert_matches_nemo_reference(model, audios: list[np.ndarray], att_context_size, batch_size: int) -> None:
+    """Same tokens as NeMo's streaming loop, except where NeMo's buffer stops early: it skips the last < 8 mel
+    frames of the longest stream of each of its batches, so that stream's NeMo tokens may lack a tail."""
+    ours = StreamingRecognizer(model, batch_size).stream(audios, att_context_size)
+    theirs = nemo_reference(model, audios, att_context_size, batch_size)
+    for start in range(0, len(audios), batch_size):
+        longest = max(len(a) for a in audios[start : start + batch_size])
+        for i in range(start, min(start + batch_size, len(audios))):
+            if len(audios[i]) == longest:
+                assert ours.tokens[i][: len(theirs.tokens[i])] == theirs.tokens[i]
+            else:
+                assert ours.tokens[i] == theirs.tokens[i] and ours.texts[i] == theirs.texts[i]
+
+
+@pytest.fixture(scope="module")
+def demo_model():
+    if not BASE_MODEL.is_file():
+        pytest.skip(f"{BASE_MODEL.relative_to(REPO)} is absent: it is made by the demo's pre-training stage "
+                    "(scripts/run_demo.sh stage 3)")
+    from recipes.inference import load_model
+
+    return load_model(str(BASE_MODEL))
+
+
+@pytest.fixture(scope="module")
+def demo_dev_audios(request) -> list[np.ndarray]:
+    """Eight dev utterances of each demo set plus four of them joined into 7-14 s streams, longer than the
+    attention cache (70 frames = 5.6 s), so the caches roll over."""
+    from lhotse import CutSet
+
+    sets = DEV_SETS
+    if not all(p.is_file() for p in sets):
+        workdir = request.getfixturevalue("demo_workdir")
+        sets = [workdir / p.relative_to(REPO) for p in DEV_SETS]
+    audios = []
+    for path in sets:
+        cuts = CutSet.from_file(path).to_eager()
+        audios += [c.load_audio()[0].astype(np.float32) for c in list(cuts)[:8]]
+    silence = np.zeros(4000, dtype=np.float32)
+    joined = [np.concatenate([audios[i], silence, audios[i + 1], silence, audios[i + 2]]) for i in (0, 3, 8, 11)]
+    return audios + joined
+
+
+def test_demo_model_streams_exactly_like_offline_and_one_stream_at_a_time(demo_model, demo_dev_audios):
+    tokens = [assert_exact(demo_model, demo_dev_audios, la, batch_size=6) for la in LOOKAHEADS]
+    assert min(tokens) > 0, "the trained demo model should transcribe something"
+
+
+def test_demo_model_matches_nemo_reference_streaming(demo_model, demo_dev_audios):
+    assert_matches_nemo_reference(demo_model, demo_dev_audios, [70, 1], batch_size=6)
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory):
+    """The tiny architecture with random weights (2 layers) and a throwaway tokenizer: no data or training
+    needed, and a random joint emits several tokens per frame, which stresses the decoder state across chunks."""
+    from data_prep.tokenizer import train_sentencepiece
+    from recipes.model import build_model
+
+    words = "alpha bravo charlie delta echo foxtrot golf hotel india juliett kilo lima mike november oscar papa"
+    tokenizer = train_sentencepiece([words, *words.split()], tmp_path_factory.mktemp("tokenizer"), vocab_size=40)
+    cfg = compose_config(CONF, "finetune", ["model=tiny_streaming", f"model.architecture.tokenizer.dir={tokenizer}",
+                                            "model.architecture.encoder.n_layers=2",
+                                            "model.architecture.decoding.greedy.max_symbols=3"])
+    torch.manual_seed(0)
+    return build_model(cfg.model).eval()
+
+
+def random_audios(seconds: list[float], seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [(0.1 * rng.standard_normal(int(s * 16000))).astype(np.float32) for s in seconds]
+
+
+def test_random_model_streams_exactly_like_offline_nemo_and_one_stream_at_a_time(random_model):
+    audios = random_audios([0.3, 1.05, 2.2, 6.1, 3.3, 0.9])
+    for la in LOOKAHEADS:
+        assert assert_exact(random_model, audios, la, batch_size=3) > 0
+    for la in ([70, 13], [70, 0]):
+        assert_matches_nemo_reference(random_model, audios, la, batch_size=3)
+
+
+def test_streaming_reports_latencies_per_utterance(random_model):
+    audios = random_audios([1.0, 4.0, 2.5], seed=1)
+    result = StreamingRecognizer(random_model, 2).stream(audios, [70, 1])
+    assert len(result.first_token_seconds) == len(result.final_seconds) == 3
+    for audio, first, final in zip(audios, result.first_token_seconds, result.final_seconds):
+        assert first is not None and 0.0 < first <= len(audio) / 16000 + 1.0
+        assert 0.0 < final < 5.0
+    partials = list(StreamingRecognizer(random_model).timed_partials(audios[1], [70, 1]))
+    assert [round(s, 2) for s, _ in partials[:3]] == [0.09, 0.25, 0.41]  # first chunk 9 mel frames, then 16
+    assert partials[-1][0] == pytest.approx(4.0, abs=0.02)
+    assert partials[-1][1] == result.texts[1]
