@@ -3,7 +3,10 @@
     python -m recipes.evaluate model=<.nemo|ckpt> data=<cuts or {name: cuts}> [check_offline=true]
     python -m recipes.evaluate model=<.nemo|ckpt> audio=<wav/flac> [lookaheads=[[70,1]]]
 """
+from pathlib import Path
+
 import hydra
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from recipes.evaluation import evaluate_model, show_partials, write_report
@@ -29,7 +32,13 @@ def run(cfg: DictConfig, model=None) -> dict:
     return report
 
 
-@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+CONFIG = Path(__file__).resolve().parents[1] / "conf" / "evaluate.yaml"
+# Stored by name rather than found in conf/: there ``model`` is a config group (the training recipe's), and Hydra
+# would read ``model=<path>`` as a choice of that group.
+ConfigStore.instance().store(name="evaluate", node=OmegaConf.load(CONFIG))
+
+
+@hydra.main(config_path=None, config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

@@ -11,6 +11,9 @@ How the engine stays fast without changing a single token:
 - utterances are sorted by length and batched, so streams of similar length share a batch;
 - a batch shrinks as its shorter streams end (caches and decoder state are cut to the streams still
   running), so no compute goes to streams that have nothing left to say;
+- each attention layer keeps the key and value projections of its cached frames (``_ProjectedKeyValues``):
+  NeMo caches the layer inputs and projects all 70 cached frames again at every chunk, which is most of the
+  encoder's work at short chunks;
 - greedy RNNT decoding keeps NeMo's batched label-looping state as tensors from chunk to chunk, instead of
   converting it to and from per-utterance ``Hypothesis`` objects and re-detokenising every chunk;
 - NeMo's neural-type checks, which run on every module call, are off while streaming.
@@ -26,6 +29,8 @@ from typing import Iterator, Sequence
 import kaldialign
 import numpy as np
 import torch
+from nemo.collections.asr.parts.submodules.multi_head_attention import (MultiHeadAttention,
+                                                                        RelPositionMultiHeadAttention)
 from nemo.collections.asr.parts.utils.rnnt_utils import Hypothesis
 from nemo.core.classes.common import typecheck
 
@@ -149,6 +154,56 @@ class ChunkPlan:
         if cache > start:  # only step 0 gets here (pre_cache[0], 0 for causal subsampling)
             x = torch.nn.functional.pad(x, (cache - start, 0))
         return x, torch.clamp(lengths - start + cache, min=0, max=x.size(-1)), self.drop_extra if step else 0
+
+
+class _ProjectedKeyValues:
+    """Key/value projections of the attention caches, kept from chunk to chunk.
+
+    NeMo's cache holds each layer's attention *input* for the last ``left`` frames, so every chunk step projects
+    those frames to keys and values again. While this object is active, each attention layer projects only the
+    new frames and takes the cached frames' projections from the previous step, sliced exactly as NeMo slices its
+    input cache (same frames, same order), so the attention sees the same keys and values. Used as a context
+    manager around one batch; ``keep(n)`` follows the batch when it shrinks.
+    """
+
+    PLAIN = (MultiHeadAttention, RelPositionMultiHeadAttention)  # attention classes whose forward_qkv we know
+
+    def __init__(self, encoder):
+        self.layers = [layer.self_attn for layer in encoder.layers
+                       if type(layer.self_attn) in self.PLAIN and getattr(layer.self_attn, "cache_drop_size", 0) == 0]
+        self.cached: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __enter__(self) -> "_ProjectedKeyValues":
+        for index, attn in enumerate(self.layers):
+            attn.forward_qkv = self._forward_qkv(index, attn)  # shadows the class method on this instance
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for attn in self.layers:
+            attn.__dict__.pop("forward_qkv", None)
+        self.cached.clear()
+
+    def keep(self, n: int) -> None:
+        self.cached = {i: (k[:n], v[:n]) for i, (k, v) in self.cached.items()}
+
+    def _forward_qkv(self, index: int, attn):
+        original = type(attn).forward_qkv.__get__(attn)
+
+        def forward_qkv(query, key, value):
+            new, cached = query.size(1), key.size(1) - query.size(1)
+            if cached <= 0 or key is not value:  # not a cache-aware step: NeMo's own projection
+                return original(query, key, value)
+            if index not in self.cached or self.cached[index][0].size(1) != cached:
+                self.cached[index] = (attn.linear_k(key[:, :cached]), attn.linear_v(value[:, :cached]))
+            old_k, old_v = self.cached[index]
+            k = torch.cat([old_k, attn.linear_k(query)], dim=1)
+            v = torch.cat([old_v, attn.linear_v(query)], dim=1)
+            self.cached[index] = (k[:, new:], v[:, new:])  # NeMo's next input cache: the last `cached` frames
+            n, h, d = query.size(0), attn.h, attn.d_k
+            q = attn.linear_q(query).view(n, -1, h, d).transpose(1, 2)
+            return q, k.view(n, -1, h, d).transpose(1, 2), v.view(n, -1, h, d).transpose(1, 2)
+
+        return forward_qkv
 
 
 class _LabelLoopingDecoder:
@@ -292,26 +347,28 @@ class StreamingRecognizer:
         decoder = _LabelLoopingDecoder(self.model) if _LabelLoopingDecoder.supports(self.model) \
             else _HypothesisDecoder(self.model)
         active = len(steps)
-        for index in range(total):
-            start = time.perf_counter()
-            running = sum(1 for s in steps[:active] if s > index)
-            if running < active:
-                active = running
-                cache_channel, cache_time = cache_channel[:, :active], cache_time[:, :active]
-                cache_channel_len = cache_channel_len[:active]
-                decoder.keep(active)
-            chunk, chunk_lens, drop = plan.chunk_input(feats[:active], lengths[:active], index)
-            encoded, encoded_lens, cache_channel, cache_time, cache_channel_len = encoder.cache_aware_stream_step(
-                processed_signal=chunk,
-                processed_signal_length=chunk_lens,
-                cache_last_channel=cache_channel,
-                cache_last_time=cache_time,
-                cache_last_channel_len=cache_channel_len,
-                keep_all_outputs=index == total - 1,
-                drop_extra_pre_encoded=drop,
-            )
-            new_tokens = decoder(encoded, encoded_lens)
-            yield _Step(index, active, new_tokens, time.perf_counter() - start)
+        with _ProjectedKeyValues(encoder) as key_values:
+            for index in range(total):
+                start = time.perf_counter()
+                running = sum(1 for s in steps[:active] if s > index)
+                if running < active:
+                    active = running
+                    cache_channel, cache_time = cache_channel[:, :active], cache_time[:, :active]
+                    cache_channel_len = cache_channel_len[:active]
+                    decoder.keep(active)
+                    key_values.keep(active)
+                chunk, chunk_lens, drop = plan.chunk_input(feats[:active], lengths[:active], index)
+                encoded, encoded_lens, cache_channel, cache_time, cache_channel_len = encoder.cache_aware_stream_step(
+                    processed_signal=chunk,
+                    processed_signal_length=chunk_lens,
+                    cache_last_channel=cache_channel,
+                    cache_last_time=cache_time,
+                    cache_last_channel_len=cache_channel_len,
+                    keep_all_outputs=index == total - 1,
+                    drop_extra_pre_encoded=drop,
+                )
+                new_tokens = decoder(encoded, encoded_lens)
+                yield _Step(index, active, new_tokens, time.perf_counter() - start)
 
     def timed_partials(self, audio: np.ndarray, att_context_size: Sequence[int]) -> Iterator[tuple[float, str]]:
         """``(seconds of audio heard, hypothesis so far)`` after each chunk of one utterance, as a live

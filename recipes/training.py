@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 import lightning.pytorch as pl
+from lightning.pytorch.loggers import WandbLogger
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -84,4 +85,7 @@ def train(cfg: DictConfig) -> pl.Trainer:
     model.setup_training_data(OmegaConf.create(OmegaConf.to_container(cfg.data.train_ds, resolve=True)))
     model.setup_validation_data(OmegaConf.create(OmegaConf.to_container(cfg.data.validation_ds, resolve=True)))
     trainer.fit(model, ckpt_path=resume_checkpoint(cfg))
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()  # else a later training in this process would log into this run
     return trainer

@@ -28,16 +28,11 @@ if run 2 && [[ ! -f data/prepared/blends/demo_replay/input_cfg.yaml ]]; then
 fi
 
 if run 3 && [[ ! -f $base_model ]]; then
-  # Run once to make the committed base model (see README, "The demo's base model"): pre-training from
-  # scratch, then a second schedule continued from its step-621 checkpoint.
+  # Run once to make the committed base model (README, "The demo's base model" says which checkpoint).
   log 3 "pre-train the base model on the general domain (skipped: $base_model is committed)"
   python -m data_prep.train_tokenizer
   python -m recipes.finetune experiment=demo_pretrain
-  python -m recipes.export run_dir=exp/demo_pretrain checkpoint=step000621 output=exp/demo_pretrain/step621.nemo
-  python -m recipes.finetune experiment=demo_pretrain run_name=demo_pretrain_2 \
-      model.init_from=exp/demo_pretrain/step621.nemo trainer.max_steps=2000 \
-      model.optim.lr=2e-3 model.optim.sched.warmup_steps=100
-  python -m recipes.export run_dir=exp/demo_pretrain_2 checkpoint="${BASE_CHECKPOINT:-last}" \
+  python -m recipes.export run_dir=exp/demo_pretrain checkpoint="${BASE_CHECKPOINT:-step000414}" \
       output=$base_model fp16_weights=true
 fi
 
