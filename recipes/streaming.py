@@ -275,12 +275,23 @@ class StreamingRecognizer:
 
     @torch.no_grad()
     def features(self, audios: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mel features (B, F, T) of each waveform and their lengths, zero past each length.
+
+        Computed one utterance at a time: the same values as one padded batch (every row is independent), but
+        the STFT's intermediates of one utterance stay in cache, where a batch of long utterances is several
+        times slower on CPU.
+        """
         device = self.model.device
-        lengths = torch.tensor([len(a) for a in audios], device=device)
-        signal = torch.zeros(len(audios), int(lengths.max()), device=device)
-        for i, audio in enumerate(audios):
-            signal[i, : len(audio)] = torch.as_tensor(audio, device=device)
-        return self.model.preprocessor(input_signal=signal, length=lengths)
+        feats = []
+        for audio in audios:
+            signal = torch.as_tensor(audio, device=device, dtype=torch.float32)[None]
+            feat, length = self.model.preprocessor(input_signal=signal, length=torch.tensor([signal.size(1)], device=device))
+            feats.append(feat[0, :, : int(length[0])])
+        lengths = torch.tensor([f.size(1) for f in feats], device=device)
+        batch = feats[0].new_zeros(len(feats), feats[0].size(0), int(lengths.max()))
+        for i, feat in enumerate(feats):
+            batch[i, :, : feat.size(1)] = feat
+        return batch, lengths
 
     def _batches(self, audios: Sequence[np.ndarray]) -> Iterator[list[int]]:
         order = sorted(range(len(audios)), key=lambda i: len(audios[i]), reverse=True)
