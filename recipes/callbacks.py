@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from recipes.evaluation import (EvalSet, load_eval_set, stream_sets, summarise, wer_metrics, word_error_rates,
                                 write_report)
+from recipes.reports import update_run_reports
 from recipes.streaming import StreamingRecognizer, lookahead_ms
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class StreamingEvalCheckpoint(ModelCheckpoint):
         report = self._report_for_step(trainer)
         if trainer.is_global_zero:
             write_report({**report, "checkpoint": str(filepath)}, f"{filepath}.stream_wer.json")
+            update_run_reports(Path(filepath).parent)  # stream_wer.md and stream_wer.png across checkpoints
 
     def _report_for_step(self, trainer: Trainer) -> dict:
         # ModelCheckpoint may write two files for one step (top-k and last): evaluate once.

@@ -51,6 +51,8 @@ def test_pretraining_checkpoints_carry_streaming_wer_for_every_set_and_lookahead
     assert {p.name for p in (run_dir / "checkpoints").glob("*.ckpt")} == {"step000003.ckpt", "step000006.ckpt",
                                                                           "last.ckpt"}
     assert_streaming_reports(run_dir, [3, 6])
+    assert "step000006" in (run_dir / "checkpoints" / "stream_wer.md").read_text()
+    assert (run_dir / "checkpoints" / "stream_wer.png").stat().st_size > 0
     scalars = SummaryReader(str(run_dir / "tensorboard")).scalars
     logged = scalars[scalars.tag.str.startswith("stream_wer/")]
     assert set(logged.tag) == {f"stream_wer/{s}/{k}" for s in ("target_dev", "general_dev") for k in LOOKAHEAD_KEYS}
