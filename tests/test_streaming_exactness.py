@@ -17,14 +17,25 @@ LOOKAHEADS = [[70, 13], [70, 6], [70, 1], [70, 0]]
 DEV_SETS = [REPO / "data/prepared/demo_target/dev/cuts.jsonl.gz", REPO / "data/prepared/demo_general/dev/cuts.jsonl.gz"]
 
 
-def assert_exact(model, audios: list[np.ndarray], att_context_size, batch_size: int) -> int:
-    """Streaming (batched) == offline == streaming one stream at a time; returns the number of tokens."""
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """A tiny model's chunk steps are too small to share between threads; on a busy machine a second thread
+    only waits for the first."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def assert_exact(model, audios: list[np.ndarray], att_context_size, batch_size: int, single: list[int]) -> int:
+    """Streaming (batched) == offline, and == streaming one stream at a time for the utterances ``single``;
+    returns the number of tokens."""
     batched = StreamingRecognizer(model, batch_size).stream(audios, att_context_size)
     offline = StreamingRecognizer(model, batch_size).offline(audios, att_context_size)
-    single = StreamingRecognizer(model, 1).stream(audios, att_context_size)
+    alone = StreamingRecognizer(model, 1).stream([audios[i] for i in single], att_context_size)
     assert count_token_differences(batched.tokens, offline.tokens) == 0, f"streaming != offline at {att_context_size}"
-    assert batched.tokens == single.tokens, f"batched != batch-size-1 streaming at {att_context_size}"
-    assert batched.texts == offline.texts == single.texts
+    assert batched.texts == offline.texts
+    assert [batched.tokens[i] for i in single] == alone.tokens, f"batched != one stream at {att_context_size}"
     return sum(map(len, batched.tokens))
 
 
@@ -58,7 +69,8 @@ def demo_dev_audios(request) -> list[np.ndarray]:
 
 
 def test_demo_model_streams_exactly_like_offline_and_one_stream_at_a_time(demo_model, demo_dev_audios):
-    tokens = [assert_exact(demo_model, demo_dev_audios, la, batch_size=6) for la in LOOKAHEADS]
+    single = [0, 9, 15, 16, 19]  # short and long, both sets, two joined streams
+    tokens = [assert_exact(demo_model, demo_dev_audios, la, batch_size=6, single=single) for la in LOOKAHEADS]
     assert min(tokens) > 0, "the trained demo model should transcribe something"
 
 
@@ -95,7 +107,7 @@ def random_audios(seconds: list[float], seed: int = 0) -> list[np.ndarray]:
 def test_random_model_streams_exactly_like_offline_and_one_stream_at_a_time(random_model):
     audios = random_audios([0.3, 1.05, 2.2, 6.1, 3.3, 0.9])
     for la in LOOKAHEADS:
-        assert assert_exact(random_model, audios, la, batch_size=3) > 0
+        assert assert_exact(random_model, audios, la, batch_size=3, single=[1, 3, 5]) > 0
 
 
 def test_streaming_reports_latencies_per_utterance(random_model):
