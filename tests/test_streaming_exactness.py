@@ -3,8 +3,6 @@ streaming loop, and of one stream at a time: on the trained demo model over demo
 randomly initialised model (which emits many tokens per frame) where no trained model is at hand."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
