@@ -8,15 +8,17 @@ identical tokens (``count_token_differences``).
 
 How the engine stays fast without changing a single token:
 
-- utterances are sorted by length and batched, so streams of similar length share a batch;
-- a batch shrinks as its shorter streams end (caches and decoder state are cut to the streams still
-  running), so no compute goes to streams that have nothing left to say;
+- continuous batching: streams start longest first and leave the batch after their last chunk (caches and
+  decoder state are cut to the streams still running), and freed places are refilled with the next streams,
+  each reading its own next chunk, so batches stay full and no compute goes to streams that have ended;
+- features are computed one utterance at a time (on CPU several times faster than one padded batch);
 - each attention layer keeps the key and value projections of its cached frames (``_ProjectedKeyValues``):
   NeMo caches the layer inputs and projects all 70 cached frames again at every chunk, which is most of the
   encoder's work at short chunks;
 - greedy RNNT decoding keeps NeMo's batched label-looping state as tensors from chunk to chunk, instead of
   converting it to and from per-utterance ``Hypothesis`` objects and re-detokenising every chunk;
-- NeMo's neural-type checks, which run on every module call, are off while streaming.
+- NeMo's neural-type checks, which run on every module call, are off while streaming, and chunk steps run in
+  ``torch.inference_mode`` (nothing they create outlives the call).
 """
 from __future__ import annotations
 
@@ -117,6 +119,8 @@ class ChunkPlan:
     @classmethod
     def of(cls, encoder) -> "ChunkPlan":
         cfg = encoder.streaming_cfg
+        if cfg.cache_drop_size or _first_and_later(cfg.chunk_size)[1] != _first_and_later(cfg.shift_size)[1]:
+            raise NotImplementedError("streaming needs att_context_style=chunked_limited (chunks that do not overlap)")
         plan = cls(chunk=_first_and_later(cfg.chunk_size), shift=_first_and_later(cfg.shift_size),
                    pre_cache=_first_and_later(cfg.pre_encode_cache_size), drop_extra=int(cfg.drop_extra_pre_encoded))
         step = 1
@@ -141,6 +145,26 @@ class ChunkPlan:
             return 0
         return 1 + max(0, -(-(n_frames - self.shift[0]) // self.shift[1]))
 
+    @property
+    def initial_steps(self) -> int:
+        """Steps that read differently from the rest (step 0, and steps before the pre-encode cache exists): a
+        stream takes them with streams that start with it; later steps of any streams can share a batch."""
+        return 1 + len(self.early_drop)
+
+    def later_input(self, feats: Sequence[torch.Tensor], frames: Sequence[int], steps: Sequence[int]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One later step (>= ``initial_steps``) of several streams, each at its own step: the features
+        (B, F, pre_cache + chunk), pre-encode cache included, and their lengths."""
+        cache, chunk = self.pre_cache[1], self.chunk[1]
+        x = feats[0].new_zeros(len(feats), feats[0].size(0), cache + chunk)
+        lengths = []
+        for row, (feat, n, step) in enumerate(zip(feats, frames, steps)):
+            start = self.start(step)
+            piece = feat[:, start - cache : start + chunk]
+            x[row, :, : piece.size(1)] = piece
+            lengths.append(min(max(n - start + cache, 0), cache + chunk))
+        return x, torch.tensor(lengths, device=x.device)
+
     def chunk_input(self, feats: torch.Tensor, lengths: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """The features of ``step`` for every stream in ``feats`` (B, F, T), pre-encode cache included, their
         lengths, and how many encoder frames to drop after the subsampling."""
@@ -163,7 +187,8 @@ class _ProjectedKeyValues:
     those frames to keys and values again. While this object is active, each attention layer projects only the
     new frames and takes the cached frames' projections from the previous step, sliced exactly as NeMo slices its
     input cache (same frames, same order), so the attention sees the same keys and values. Used as a context
-    manager around one batch; ``keep(n)`` follows the batch when it shrinks.
+    manager around the streaming loop; ``cached`` is the state of the batch being stepped, which the loop swaps,
+    selects from and concatenates as streams come and go (``select``, ``concat``).
     """
 
     PLAIN = (MultiHeadAttention, RelPositionMultiHeadAttention)  # attention classes whose forward_qkv we know
@@ -183,8 +208,13 @@ class _ProjectedKeyValues:
             attn.__dict__.pop("forward_qkv", None)
         self.cached.clear()
 
-    def keep(self, n: int) -> None:
-        self.cached = {i: (k[:n], v[:n]) for i, (k, v) in self.cached.items()}
+    @staticmethod
+    def select(cached: dict, rows: torch.Tensor) -> dict:
+        return {i: (k[rows], v[rows]) for i, (k, v) in cached.items()}
+
+    @staticmethod
+    def concat(a: dict, b: dict) -> dict:
+        return {i: (torch.cat([a[i][0], b[i][0]]), torch.cat([a[i][1], b[i][1]])) for i in a}
 
     def _forward_qkv(self, index: int, attn):
         original = type(attn).forward_qkv.__get__(attn)
@@ -228,15 +258,22 @@ class _LabelLoopingDecoder:
 
     def keep(self, n: int) -> None:
         """Keep the state of the first ``n`` streams."""
-        if self.state is None:
-            return
+        if self.state is not None:
+            self.select(torch.arange(len(self.state.labels), device=self.state.labels.device) < n)
+
+    def select(self, mask: torch.Tensor) -> None:
+        """Keep the state of the streams where ``mask`` is true, in order."""
         s = self.state
-        mask = torch.arange(len(s.labels), device=s.labels.device) < n
         self.state = dataclasses.replace(
             s, predictor_states=self.decoder.mask_select_states(s.predictor_states, mask),
             predictor_outputs=s.predictor_outputs[mask], labels=s.labels[mask], decoded_lengths=s.decoded_lengths[mask],
             fusion_states_list=[f[mask] for f in s.fusion_states_list],
             time_jumps=None if s.time_jumps is None else s.time_jumps[mask])
+
+    def extend(self, other: "_LabelLoopingDecoder") -> None:
+        """Append the streams of ``other`` (whose state has been through at least one chunk)."""
+        items = self.computer.split_batched_state(self.state) + self.computer.split_batched_state(other.state)
+        self.state = self.computer.merge_to_batched_state(items)
 
 
 class _HypothesisDecoder:
@@ -252,22 +289,69 @@ class _HypothesisDecoder:
             encoder_output=encoded, encoded_lengths=lengths, return_hypotheses=True, partial_hypotheses=self.hyps)
         return [[int(t) for t in h.y_sequence[b:]] for h, b in zip(self.hyps, before)]
 
-    def keep(self, n: int) -> None:
-        if self.hyps is not None:
-            self.hyps = self.hyps[:n]
+    def select(self, mask: torch.Tensor) -> None:
+        self.hyps = [h for h, keep in zip(self.hyps, mask.tolist()) if keep]
+
+    def extend(self, other: "_HypothesisDecoder") -> None:
+        self.hyps = self.hyps + other.hyps
 
 
 @dataclass
 class _Step:
-    index: int
-    active: int                  # streams 0..active-1 of the batch took part
-    new_tokens: list[list[int]]  # per active stream
+    """One chunk step of a batch of streams: per stream, its input index, the tokens the chunk added, the audio
+    heard once the chunk is complete, and whether it was the stream's last chunk."""
+
+    ids: list[int]
+    new_tokens: list[list[int]]
+    heard_seconds: list[float]
+    last: list[bool]
     seconds: float
 
 
+@dataclass
+class _Streams:
+    """Streams decoded together, with everything they carry from chunk to chunk, in one order."""
+
+    ids: list[int]
+    feats: list[torch.Tensor]  # (F, frames) each
+    frames: list[int]
+    total_steps: list[int]
+    next_step: list[int]
+    cache: list[torch.Tensor]  # NeMo's [cache_last_channel, cache_last_time, cache_last_channel_len]
+    key_values: dict
+    decoder: object
+
+    def select(self, keep: list[bool]) -> None:
+        rows = torch.tensor(keep, device=self.cache[0].device)
+        self.ids, self.feats, self.frames, self.total_steps, self.next_step = (
+            [x for x, k in zip(values, keep) if k]
+            for values in (self.ids, self.feats, self.frames, self.total_steps, self.next_step))
+        self.cache = [self.cache[0][:, rows], self.cache[1][:, rows], self.cache[2][rows]]
+        self.key_values = _ProjectedKeyValues.select(self.key_values, rows)
+        self.decoder.select(rows)
+
+    def extend(self, other: "_Streams") -> None:
+        self.ids, self.feats, self.frames, self.total_steps, self.next_step = (
+            mine + theirs for mine, theirs in zip(
+                (self.ids, self.feats, self.frames, self.total_steps, self.next_step),
+                (other.ids, other.feats, other.frames, other.total_steps, other.next_step)))
+        self.cache = [torch.cat([self.cache[0], other.cache[0]], 1), torch.cat([self.cache[1], other.cache[1]], 1),
+                      torch.cat([self.cache[2], other.cache[2]])]
+        self.key_values = _ProjectedKeyValues.concat(self.key_values, other.key_values)
+        self.decoder.extend(other.decoder)
+
+    def drop_finished(self) -> None:
+        keep = [step < total for step, total in zip(self.next_step, self.total_steps)]
+        if not all(keep):
+            self.select(keep)
+
+
 class StreamingRecognizer:
-    """Transcribes lists of 16 kHz waveforms, ``batch_size`` utterances at a time, longest first so that
-    utterances of similar length share a batch and little compute goes to padding."""
+    """Transcribes lists of 16 kHz waveforms chunk by chunk, up to ``batch_size`` streams at a time.
+
+    Streams start longest first and leave after their last chunk; freed places are refilled with the next streams
+    (continuous batching, as a streaming server does), so batches stay full and little compute goes to padding.
+    """
 
     def __init__(self, model, batch_size: int = 32):
         self.model = model
@@ -308,24 +392,16 @@ class StreamingRecognizer:
         n = len(audios)
         result = Transcripts(texts=[""] * n, tokens=[[] for _ in audios], first_token_seconds=[None] * n,
                              final_seconds=[0.0] * n)
-        hop = self._hop_seconds()
-        with evaluation_mode(self.model, att_context_size), torch.no_grad(), _no_typechecks():
-            plan = ChunkPlan.of(self.model.encoder)
-            for batch in self._batches(audios):
-                feats, lengths = self.features([audios[i] for i in batch])
-                frames = lengths.tolist()
-                last_step = [plan.steps(f) - 1 for f in frames]
-                for step in self._steps(feats, lengths, plan):
-                    result.step_seconds.append(step.seconds)
-                    end = plan.end(step.index)
-                    for j, new in enumerate(step.new_tokens):
-                        i = batch[j]
-                        if new:
-                            if not result.tokens[i]:
-                                result.first_token_seconds[i] = min(end, frames[j]) * hop + step.seconds
-                            result.tokens[i].extend(new)
-                        if last_step[j] == step.index:
-                            result.final_seconds[i] = step.seconds
+        with evaluation_mode(self.model, att_context_size), torch.inference_mode(), _no_typechecks():
+            for step in self._stream_all(audios, ChunkPlan.of(self.model.encoder)):
+                result.step_seconds.append(step.seconds)
+                for i, new, heard, last in zip(step.ids, step.new_tokens, step.heard_seconds, step.last):
+                    if new:
+                        if not result.tokens[i]:
+                            result.first_token_seconds[i] = heard + step.seconds
+                        result.tokens[i].extend(new)
+                    if last:
+                        result.final_seconds[i] = step.seconds
         result.texts = self.texts(result.tokens)
         return result
 
@@ -348,51 +424,96 @@ class StreamingRecognizer:
     def _hop_seconds(self) -> float:
         return float(self.model.cfg.preprocessor.get("window_stride", 0.01))
 
-    def _steps(self, feats: torch.Tensor, lengths: torch.Tensor, plan: ChunkPlan) -> Iterator[_Step]:
-        """Streams a batch sorted longest first; yields the new tokens of every stream still running after each
-        chunk step. Streams leave the batch after their last chunk."""
-        encoder = self.model.encoder
-        steps = [plan.steps(n) for n in lengths.tolist()]
-        total = max(steps, default=0)
-        cache_channel, cache_time, cache_channel_len = encoder.get_initial_cache_state(batch_size=len(steps))
-        decoder = _LabelLoopingDecoder(self.model) if _LabelLoopingDecoder.supports(self.model) \
+    def _new_decoder(self):
+        return _LabelLoopingDecoder(self.model) if _LabelLoopingDecoder.supports(self.model) \
             else _HypothesisDecoder(self.model)
-        active = len(steps)
-        with _ProjectedKeyValues(encoder) as key_values:
-            for index in range(total):
-                start = time.perf_counter()
-                running = sum(1 for s in steps[:active] if s > index)
-                if running < active:
-                    active = running
-                    cache_channel, cache_time = cache_channel[:, :active], cache_time[:, :active]
-                    cache_channel_len = cache_channel_len[:active]
-                    decoder.keep(active)
-                    key_values.keep(active)
-                chunk, chunk_lens, drop = plan.chunk_input(feats[:active], lengths[:active], index)
-                encoded, encoded_lens, cache_channel, cache_time, cache_channel_len = encoder.cache_aware_stream_step(
-                    processed_signal=chunk,
-                    processed_signal_length=chunk_lens,
-                    cache_last_channel=cache_channel,
-                    cache_last_time=cache_time,
-                    cache_last_channel_len=cache_channel_len,
-                    keep_all_outputs=index == total - 1,
-                    drop_extra_pre_encoded=drop,
-                )
-                new_tokens = decoder(encoded, encoded_lens)
-                yield _Step(index, active, new_tokens, time.perf_counter() - start)
+
+    def _stream_all(self, audios: Sequence[np.ndarray], plan: ChunkPlan) -> Iterator[_Step]:
+        """Streams every waveform, longest first, at most ``batch_size`` at a time; yields each chunk step.
+
+        Newly admitted streams take their initial steps together (``ChunkPlan.initial_steps``), then join the
+        running batch, where every stream reads its own next chunk; a stream leaves after its last chunk. New
+        streams are admitted when a quarter of the places are free (or all remaining streams fit), so that
+        admissions come in groups rather than one extra small step per freed place.
+        """
+        pending = sorted(range(len(audios)), key=lambda i: len(audios[i]), reverse=True)
+        running: _Streams | None = None
+        wave = max(1, self.batch_size // 4)
+        with _ProjectedKeyValues(self.model.encoder) as key_values:
+            while pending or (running is not None and running.ids):
+                free = self.batch_size - (len(running.ids) if running else 0)
+                if pending and (not running or not running.ids or free >= min(wave, len(pending))):
+                    admitted, pending = pending[:free], pending[free:]
+                    newcomers = self._admit(audios, admitted, plan)
+                    yield from self._initial_steps(newcomers, plan, key_values)
+                    newcomers.drop_finished()
+                    if running is None or not running.ids:
+                        running = newcomers
+                    elif newcomers.ids:
+                        running.extend(newcomers)
+                    continue
+                yield self._later_step(running, plan, key_values)
+                running.drop_finished()
+
+    def _admit(self, audios, ids: list[int], plan: ChunkPlan) -> _Streams:
+        feats, lengths = self.features([audios[i] for i in ids])
+        frames = lengths.tolist()
+        return _Streams(ids=list(ids), feats=[f[:, :n] for f, n in zip(feats, frames)], frames=frames,
+                        total_steps=[plan.steps(n) for n in frames], next_step=[0] * len(ids),
+                        cache=list(self.model.encoder.get_initial_cache_state(batch_size=len(ids))),
+                        key_values={}, decoder=self._new_decoder())
+
+    def _run(self, streams: _Streams, chunk, chunk_lens, drop: int, key_values) -> list[list[int]]:
+        key_values.cached = streams.key_values
+        encoded, encoded_lens, *streams.cache = self.model.encoder.cache_aware_stream_step(
+            processed_signal=chunk,
+            processed_signal_length=chunk_lens,
+            cache_last_channel=streams.cache[0],
+            cache_last_time=streams.cache[1],
+            cache_last_channel_len=streams.cache[2],
+            keep_all_outputs=False,  # chunked-limited: every chunk's output is final
+            drop_extra_pre_encoded=drop,
+        )
+        streams.key_values = key_values.cached
+        return streams.decoder(encoded, encoded_lens)
+
+    def _report(self, streams: _Streams, steps: list[int], new_tokens, plan: ChunkPlan, seconds: float) -> _Step:
+        hop = self._hop_seconds()
+        live = [k < total for k, total in zip(steps, streams.total_steps)]
+        pick = lambda values: [v for v, keep in zip(values, live) if keep]  # noqa: E731
+        return _Step(ids=pick(streams.ids), new_tokens=pick(new_tokens),
+                     heard_seconds=pick([min(plan.end(k), n) * hop for k, n in zip(steps, streams.frames)]),
+                     last=pick([k == total - 1 for k, total in zip(steps, streams.total_steps)]), seconds=seconds)
+
+    def _initial_steps(self, streams: _Streams, plan: ChunkPlan, key_values) -> Iterator[_Step]:
+        feats = streams.feats[0].new_zeros(len(streams.ids), streams.feats[0].size(0), max(streams.frames))
+        for row, feat in enumerate(streams.feats):
+            feats[row, :, : feat.size(1)] = feat
+        lengths = torch.tensor(streams.frames, device=feats.device)
+        for step in range(plan.initial_steps):
+            start = time.perf_counter()
+            chunk, chunk_lens, drop = plan.chunk_input(feats, lengths, step)
+            new_tokens = self._run(streams, chunk, chunk_lens, drop, key_values)
+            streams.next_step = [step + 1] * len(streams.ids)
+            yield self._report(streams, [step] * len(streams.ids), new_tokens, plan, time.perf_counter() - start)
+
+    def _later_step(self, streams: _Streams, plan: ChunkPlan, key_values) -> _Step:
+        start = time.perf_counter()
+        steps = list(streams.next_step)
+        chunk, chunk_lens = plan.later_input(streams.feats, streams.frames, steps)
+        new_tokens = self._run(streams, chunk, chunk_lens, plan.drop_extra, key_values)
+        streams.next_step = [k + 1 for k in steps]
+        return self._report(streams, steps, new_tokens, plan, time.perf_counter() - start)
 
     def timed_partials(self, audio: np.ndarray, att_context_size: Sequence[int]) -> Iterator[tuple[float, str]]:
         """``(seconds of audio heard, hypothesis so far)`` after each chunk of one utterance, as a live
         stream would show it."""
-        hop = self._hop_seconds()
         tokens: list[int] = []
-        with evaluation_mode(self.model, att_context_size), torch.no_grad(), _no_typechecks():
-            plan = ChunkPlan.of(self.model.encoder)
-            feats, lengths = self.features([audio])
-            for step in self._steps(feats, lengths, plan):
-                tokens.extend(step.new_tokens[0])
-                heard = min(plan.end(step.index), int(lengths[0])) * hop
-                yield heard, self.texts([tokens])[0]
+        with evaluation_mode(self.model, att_context_size), torch.inference_mode(), _no_typechecks():
+            for step in self._stream_all([audio], ChunkPlan.of(self.model.encoder)):
+                if step.ids:
+                    tokens.extend(step.new_tokens[0])
+                    yield step.heard_seconds[0], self.texts([tokens])[0]
 
     def partials(self, audio: np.ndarray, att_context_size: Sequence[int]) -> Iterator[str]:
         """The growing hypothesis of one utterance after each chunk, as a live stream would show it."""
