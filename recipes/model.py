@@ -15,7 +15,11 @@ from hydra.utils import get_class
 from nemo.collections.asr.models import ASRModel
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from recipes.rnnt_loss import use_vectorized_loss
+
 log = logging.getLogger(__name__)
+
+VECTORIZED = "vectorized"  # rnnt_loss name of recipes.rnnt_loss.VectorizedRNNTLoss
 
 
 def resolve_init_checkpoint(init_from: str) -> Path:
@@ -47,11 +51,12 @@ def normalised_probs(att_context_size: list, att_context_probs: list | None) -> 
 
 
 def resolve_rnnt_loss(name: str, trainer: Trainer | None) -> str:
-    """``auto``: NeMo's pure-PyTorch RNNT loss on CPU (several times faster there), its default kernels on GPU."""
+    """``auto``: this repo's vectorised PyTorch RNNT loss on CPU (NeMo's kernels are slow there), NeMo's
+    default CUDA kernels on GPU."""
     if name != "auto":
         return name
     on_gpu = trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
-    return "default" if on_gpu else "pytorch"
+    return "default" if on_gpu else VECTORIZED
 
 
 def model_config(cfg: DictConfig, trainer: Trainer | None = None) -> tuple[DictConfig, Path | None]:
@@ -70,7 +75,9 @@ def model_config(cfg: DictConfig, trainer: Trainer | None = None) -> tuple[DictC
         # NeMo keeps the restored encoder's lookaheads unless the config it is built from says otherwise.
         nemo_cfg.encoder.att_context_size = OmegaConf.to_container(cfg.att_context_size)
         nemo_cfg.encoder.att_context_probs = normalised_probs(cfg.att_context_size, cfg.att_context_probs)
-        nemo_cfg.loss = {"loss_name": resolve_rnnt_loss(cfg.rnnt_loss, trainer)}
+        loss_name = resolve_rnnt_loss(cfg.rnnt_loss, trainer)
+        # NeMo knows only its own loss names: the vectorised loss is swapped in by build_model.
+        nemo_cfg.loss = {"loss_name": "pytorch" if loss_name == VECTORIZED else loss_name}
         nemo_cfg.spec_augment = OmegaConf.to_container(cfg.spec_augment, resolve=True)
         nemo_cfg.optim = OmegaConf.to_container(cfg.optim, resolve=True)
         # Data loaders are attached by the recipe; never let NeMo build the ones stored in a checkpoint.
@@ -88,6 +95,8 @@ def build_model(cfg: DictConfig, trainer: Trainer | None = None) -> ASRModel:
         model = ASRModel.restore_from(
             str(checkpoint), override_config_path=nemo_cfg, map_location=torch.device("cpu"), trainer=trainer
         )
+    if resolve_rnnt_loss(cfg.rnnt_loss, trainer) == VECTORIZED:
+        use_vectorized_loss(model.loss)
     log.info("Model: %s, %.1fM parameters, lookaheads %s with probs %s", type(model).__name__,
              sum(p.numel() for p in model.parameters()) / 1e6, model.encoder.att_context_size_all,
              model.encoder.att_context_probs)
