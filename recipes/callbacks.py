@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -53,17 +54,19 @@ class StreamingEvalCheckpoint(ModelCheckpoint):
         # ModelCheckpoint may write two files for one step (top-k and last): evaluate once.
         if self._last_report is not None and self._last_report[0] == trainer.global_step:
             return self._last_report[1]
+        start = time.perf_counter()
         if self._eval_sets is None:
             self._eval_sets = [load_eval_set(name, path, self.max_utterances)
                                for name, path in self.eval_set_paths.items()]
         recognizer = StreamingRecognizer(trainer.lightning_module, batch_size=self.batch_size)
         shares = [es.shard(trainer.global_rank, trainer.world_size) for es in self._eval_sets]
         per_set = summarise(_gather(stream_sets(recognizer, shares, self.lookaheads), trainer.world_size))
-        report = {"step": trainer.global_step, "epoch": trainer.current_epoch, "sets": per_set}
+        seconds = time.perf_counter() - start
+        report = {"step": trainer.global_step, "epoch": trainer.current_epoch, "eval_seconds": seconds, "sets": per_set}
         metrics = wer_metrics(per_set)
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
-        log.info("step %d streaming WER: %s", trainer.global_step,
+            logger.log_metrics({**metrics, "stream_eval_seconds": seconds}, step=trainer.global_step)
+        log.info("step %d streaming WER (%.1f s): %s", trainer.global_step, seconds,
                  ", ".join(f"{k.removeprefix('stream_wer/')}={v:.3f}" for k, v in metrics.items()))
         self._last_report = (trainer.global_step, report)
         return report
