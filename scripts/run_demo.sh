@@ -35,7 +35,7 @@ if run 3 && [[ ! -f $base_model ]]; then
   log 3 "pre-train the base model on the general domain (skipped: $base_model is committed)"
   python -m data_prep.train_tokenizer
   python -m recipes.finetune experiment=demo_pretrain
-  python -m recipes.export run_dir=exp/demo_pretrain checkpoint="${BASE_CHECKPOINT:-step000414}" \
+  python -m recipes.export run_dir=exp/demo_pretrain checkpoint="${BASE_CHECKPOINT:-step002484}" \
       output=$base_model fp16_weights=true
 fi
 

@@ -9,6 +9,7 @@ from tbparse import SummaryReader
 from recipes.evaluation import load_eval_set
 from recipes.exporting import export_nemo
 from recipes.inference import load_model
+from recipes.rnnt_loss import VectorizedRNNTLoss
 from recipes.streaming import StreamingRecognizer
 from recipes.training import train
 from tests.conftest import CONF, compose_config
@@ -48,6 +49,7 @@ def test_pretraining_checkpoints_carry_streaming_wer_for_every_set_and_lookahead
     workdir, trainer, _ = pretrained
     run_dir = workdir / "exp" / "demo_pretrain"
     assert trainer.global_step == 6
+    assert isinstance(trainer.lightning_module.loss._loss, VectorizedRNNTLoss), "rnnt_loss=auto on CPU"
     assert {p.name for p in (run_dir / "checkpoints").glob("*.ckpt")} == {"step000003.ckpt", "step000006.ckpt",
                                                                           "last.ckpt"}
     assert_streaming_reports(run_dir, [3, 6])
@@ -57,6 +59,8 @@ def test_pretraining_checkpoints_carry_streaming_wer_for_every_set_and_lookahead
     logged = scalars[scalars.tag.str.startswith("stream_wer/")]
     assert set(logged.tag) == {f"stream_wer/{s}/{k}" for s in ("target_dev", "general_dev") for k in LOOKAHEAD_KEYS}
     assert sorted(set(logged.step)) == [3, 6]
+    eval_seconds = scalars[scalars.tag == "stream_eval_seconds"]
+    assert sorted(eval_seconds.step) == [3, 6] and (eval_seconds.value > 0).all()
     per_lookahead_val = set(scalars[scalars.tag.str.startswith("val_wer/")].tag)
     assert per_lookahead_val == {f"val_wer/{k}" for k in LOOKAHEAD_KEYS}
     assert list((run_dir / "wandb").glob("offline-run-*")), "wandb should log offline inside the run directory"
