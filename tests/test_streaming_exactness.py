@@ -73,12 +73,18 @@ def test_demo_model_streams_exactly_like_offline_and_one_stream_at_a_time(demo_m
 
 
 def test_demo_model_matches_nemo_reference_streaming(demo_model, demo_dev_audios):
-    """NeMo's own streaming loop differs from offline only at stream ends (its buffer adds the masked last
-    feature frame of each utterance and skips the last < 8 frames of each batch's longest stream); on trailing
-    silence a trained model emits nothing there, so the transcripts are the same."""
+    """NeMo's own streaming loop differs from offline only at stream ends: its buffer streams one more feature
+    frame per utterance (the padding value 0.0, which in unnormalised log-mel is louder than any speech, so a
+    trained model may emit a token there) and skips the last < 8 frames of each batch's longest stream. So its
+    transcripts equal ours except, for a few streams, in their last token."""
     ours = StreamingRecognizer(demo_model, 6).stream(demo_dev_audios, [70, 1])
     theirs = nemo_reference(demo_model, demo_dev_audios, [70, 1], batch_size=6)
-    assert ours.tokens == theirs.tokens and ours.texts == theirs.texts
+    differing = [i for i, (a, b) in enumerate(zip(ours.tokens, theirs.tokens)) if a != b]
+    for i in differing:
+        shorter, longer = sorted((ours.tokens[i], theirs.tokens[i]), key=len)
+        assert longer[:len(shorter)] == shorter and len(longer) - len(shorter) == 1, f"stream {i} differs before its end"
+    assert len(differing) <= len(demo_dev_audios) // 4
+    assert len(ours.tokens) == len(theirs.tokens) == len(demo_dev_audios)
 
 
 @pytest.fixture(scope="module")
