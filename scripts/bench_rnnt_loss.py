@@ -39,7 +39,7 @@ def time_loss(loss: RNNTLoss, acts, targets, act_lens, label_lens, repeats: int)
         value = loss(log_probs=acts, targets=targets, input_lengths=act_lens, target_lengths=label_lens)
         torch.autograd.grad(value, acts)
         best = min(best, time.perf_counter() - start)
-    return best, float(value)
+    return best, float(value.detach())
 
 
 def main() -> None:
