@@ -2,7 +2,8 @@
 
 NeMo's ``RNNTLossPytorch`` fills the forward variables one lattice cell at a time (a Python loop over T x U
 with autograd through every cell), so a 10 s utterance with 40 tokens costs 5,000 tiny autograd nodes; NeMo's
-numba kernel is faster but still 60-100x slower than this on CPU (``scripts/bench_rnnt_loss.py``). Here each time step is one vectorised update of the whole label axis:
+numba kernel is faster but still 60-100x slower than this on CPU (``scripts/bench_rnnt_loss.py``).
+Here each time step is one vectorised update of the whole label axis:
 
     alpha[t, u] = logaddexp(alpha[t-1, u] + blank[t-1, u], alpha[t, u-1] + emit[t, u-1])
 
