@@ -50,7 +50,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
           f"torch {torch.__version__}, {args.threads} threads; forward + backward, best of {args.repeats}")
-    print("| B x T x U x V | vectorized (s) | NeMo pytorch (s) | NeMo numba (s) | vs pytorch | vs numba | max loss diff |")
+    print("| B x T x U+1 x V | vectorized (s) | NeMo pytorch (s) | NeMo numba (s) | vs pytorch | vs numba | max loss diff |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     generator = torch.Generator().manual_seed(0)
     for batch, frames, labels, vocab in SHAPES:
