@@ -12,7 +12,7 @@ import numpy as np
 from lhotse import CutSet, Recording
 from whisper_normalizer.english import EnglishTextNormalizer
 
-from recipes.streaming import SAMPLE_RATE, StreamingRecognizer, count_token_differences, lookahead_ms
+from recipes.streaming import SAMPLE_RATE, StreamingRecognizer, Transcripts, count_token_differences, lookahead_ms
 
 _normalizer = EnglishTextNormalizer()
 
@@ -57,33 +57,30 @@ def word_error_rates(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, floa
     }
 
 
-def evaluate(recognizer: StreamingRecognizer, eval_set: EvalSet, att_context_size: Sequence[int],
-             check_offline: bool = False) -> dict:
-    """Streaming transcripts of one set at one lookahead, with the per-utterance hypotheses and latencies.
+def entry_of(eval_set: EvalSet, att_context_size: Sequence[int], streamed: Transcripts,
+             offline: Transcripts | None = None) -> dict:
+    """One set at one lookahead: per-utterance hypotheses and latencies, and the compute they took.
 
-    With ``check_offline``, also the offline pass with the same chunked-limited masks, and per utterance the number
-    of tokens by which streaming differs from it (``offline_diff``; 0 for an exact cache-aware engine).
+    With the ``offline`` pass (same chunked-limited masks), also per utterance the number of tokens by which
+    streaming differs from it (``offline_diff``; 0 for an exact cache-aware engine).
     """
-    result = recognizer.stream(eval_set.audios, att_context_size)
-    seconds = sorted(result.step_seconds)
+    seconds = sorted(streamed.step_seconds)
     utterances = [{"id": i, "ref": r, "hyp": h, "first_token_s": _rounded(first), "final_s": _rounded(final)}
-                  for i, r, h, first, final in zip(eval_set.ids, eval_set.texts, result.texts,
-                                                   result.first_token_seconds, result.final_seconds)]
+                  for i, r, h, first, final in zip(eval_set.ids, eval_set.texts, streamed.texts,
+                                                   streamed.first_token_seconds, streamed.final_seconds)]
     entry = {
         "att_context_size": list(att_context_size),
         "latency_ms": lookahead_ms(att_context_size),
         "algorithmic_latency_ms": lookahead_ms(att_context_size),
         "audio_seconds": sum(len(a) for a in eval_set.audios) / SAMPLE_RATE,
-        "compute_seconds": sum(seconds),
+        "compute_seconds": sum(streamed.compute_seconds),
         "chunk_step_seconds_p50": _percentile(seconds, 50),
         "chunk_step_seconds_p95": _percentile(seconds, 95),
         "utterances": utterances,
     }
-    if check_offline:
-        offline = recognizer.offline(eval_set.audios, att_context_size)
-        entry["offline_compute_seconds"] = sum(offline.step_seconds)
-        for utt, streamed, full in zip(utterances, result.tokens, offline.tokens):
-            utt["offline_diff"] = count_token_differences([streamed], [full])
+    if offline is not None:
+        for utt, streamed_tokens, offline_tokens in zip(utterances, streamed.tokens, offline.tokens):
+            utt["offline_diff"] = count_token_differences([streamed_tokens], [offline_tokens])
     return entry
 
 
@@ -96,7 +93,7 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def summarise(per_set: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
-    """Add WERs, real-time factor and latency percentiles to each ``{set: {"<ms>ms": evaluate(...)}}`` entry, from
+    """Add WERs, real-time factor and latency percentiles to each ``{set: {"<ms>ms": entry_of(...)}}`` entry, from
     its (possibly gathered from several ranks) utterances.
 
     Latencies in seconds: ``first_token_latency_s_*`` from the start of an utterance's audio to its first token
@@ -134,9 +131,23 @@ def write_report(report: dict, path: str | Path) -> Path:
 
 def stream_sets(recognizer: StreamingRecognizer, eval_sets: Sequence[EvalSet],
                 lookaheads: Sequence[Sequence[int]], check_offline: bool = False) -> dict[str, dict[str, dict]]:
-    """``{set: {"<ms>ms": evaluate(...)}}`` for every set and lookahead (WERs not yet computed)."""
-    return {es.name: {f"{lookahead_ms(la)}ms": evaluate(recognizer, es, la, check_offline) for la in lookaheads}
-            for es in eval_sets}
+    """``{set: {"<ms>ms": entry_of(...)}}`` for every set and lookahead (WERs not yet computed).
+
+    All sets are streamed together, as one server's streams: fuller batches take fewer chunk steps, and on
+    CPU a small model's chunk step costs nearly as much for a few streams as for many. Features are computed once
+    for every lookahead. Each set's compute is the share of the steps its own streams took part in.
+    """
+    audios = [audio for es in eval_sets for audio in es.audios]
+    features = recognizer.features(audios)
+    bounds = np.cumsum([0] + [len(es.audios) for es in eval_sets])
+    per_set: dict[str, dict[str, dict]] = {es.name: {} for es in eval_sets}
+    for la in lookaheads:
+        streamed = recognizer.stream(audios, la, features)
+        offline = recognizer.offline(audios, la) if check_offline else None
+        for es, start, stop in zip(eval_sets, bounds[:-1], bounds[1:]):
+            per_set[es.name][f"{lookahead_ms(la)}ms"] = entry_of(
+                es, la, streamed.part(start, stop), offline.part(start, stop) if offline else None)
+    return per_set
 
 
 def evaluate_model(model, sets: dict[str, str], lookaheads: Sequence[Sequence[int]],

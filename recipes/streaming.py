@@ -11,7 +11,8 @@ How the engine stays fast without changing a single token:
 - continuous batching: streams start longest first and leave the batch after their last chunk (caches and
   decoder state are cut to the streams still running), and freed places are refilled with the next streams,
   each reading its own next chunk, so batches stay full and no compute goes to streams that have ended;
-- features are computed one utterance at a time (on CPU several times faster than one padded batch);
+- features are computed one utterance at a time (on CPU several times faster than one padded batch), and can be
+  computed once and streamed at every lookahead (``stream(..., features=...)``);
 - each attention layer keeps the key and value projections of its cached frames (``_ProjectedKeyValues``):
   NeMo caches the layer inputs and projects all 70 cached frames again at every chunk, which is most of the
   encoder's work at short chunks;
@@ -51,6 +52,8 @@ class Transcripts:
     """Hypotheses in input order, with the token ids behind them and the compute time of each chunk step.
 
     Streaming also fills, per utterance and in input order:
+    ``compute_seconds``: its share of the compute of the chunk steps it took part in (a step's time divided among
+    the streams in it), so that the compute of any subset of the utterances adds up;
     ``first_token_seconds``: when the first token would be on screen, counted from the start of the
     utterance's audio (end of the chunk that produced it + that step's compute), None without tokens;
     ``final_seconds``: compute time between the utterance's last audio arriving and its final transcript.
@@ -60,8 +63,14 @@ class Transcripts:
     texts: list[str]
     tokens: list[list[int]]
     step_seconds: list[float] = field(default_factory=list)
+    compute_seconds: list[float] = field(default_factory=list)
     first_token_seconds: list[float | None] = field(default_factory=list)
     final_seconds: list[float] = field(default_factory=list)
+
+    def part(self, start: int, stop: int) -> "Transcripts":
+        """The utterances ``start:stop`` (e.g. one set of several streamed together); ``step_seconds`` stay whole."""
+        return Transcripts(**{f.name: getattr(self, f.name) if f.name == "step_seconds" else
+                              getattr(self, f.name)[start:stop] for f in dataclasses.fields(self)})
 
 
 @contextmanager
@@ -223,15 +232,19 @@ class _ProjectedKeyValues:
             new, cached = query.size(1), key.size(1) - query.size(1)
             if cached <= 0 or key is not value:  # not a cache-aware step: NeMo's own projection
                 return original(query, key, value)
-            if index not in self.cached or self.cached[index][0].size(1) != cached:
-                self.cached[index] = (attn.linear_k(key[:, :cached]), attn.linear_v(value[:, :cached]))
-            old_k, old_v = self.cached[index]
-            k = torch.cat([old_k, attn.linear_k(query)], dim=1)
-            v = torch.cat([old_v, attn.linear_v(query)], dim=1)
-            self.cached[index] = (k[:, new:], v[:, new:])  # NeMo's next input cache: the last `cached` frames
             n, h, d = query.size(0), attn.h, attn.d_k
-            q = attn.linear_q(query).view(n, -1, h, d).transpose(1, 2)
-            return q, k.view(n, -1, h, d).transpose(1, 2), v.view(n, -1, h, d).transpose(1, 2)
+
+            def heads(x):  # (B, T, H * d) -> (B, H, T, d)
+                return x.view(n, -1, h, d).transpose(1, 2)
+
+            if index not in self.cached or self.cached[index][0].size(2) != cached:
+                self.cached[index] = (heads(attn.linear_k(key[:, :cached])), heads(attn.linear_v(value[:, :cached])))
+            old_k, old_v = self.cached[index]
+            # Concatenated per head: contiguous as the attention's matmuls want them, with no copy of their own.
+            k = torch.cat([old_k, heads(attn.linear_k(query))], dim=2)
+            v = torch.cat([old_v, heads(attn.linear_v(query))], dim=2)
+            self.cached[index] = (k[:, :, new:], v[:, :, new:])  # NeMo's next input cache: the last `cached` frames
+            return heads(attn.linear_q(query)), k, v
 
         return forward_qkv
 
@@ -358,24 +371,25 @@ class StreamingRecognizer:
         self.batch_size = batch_size
 
     @torch.no_grad()
-    def features(self, audios: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mel features (B, F, T) of each waveform and their lengths, zero past each length.
+    def features(self, audios: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """Mel features (F, frames) of each waveform.
 
         Computed one utterance at a time: the same values as one padded batch (every row is independent), but
         the STFT's intermediates of one utterance stay in cache, where a batch of long utterances is several
         times slower on CPU.
         """
-        device = self.model.device
-        feats = []
-        for audio in audios:
-            signal = torch.as_tensor(audio, device=device, dtype=torch.float32)[None]
-            feat, length = self.model.preprocessor(input_signal=signal, length=torch.tensor([signal.size(1)], device=device))
-            feats.append(feat[0, :, : int(length[0])])
-        lengths = torch.tensor([f.size(1) for f in feats], device=device)
-        batch = feats[0].new_zeros(len(feats), feats[0].size(0), int(lengths.max()))
-        for i, feat in enumerate(feats):
-            batch[i, :, : feat.size(1)] = feat
-        return batch, lengths
+        device, preprocessor = self.model.device, self.model.preprocessor
+        was_training = preprocessor.training
+        preprocessor.eval()  # no dither, whatever mode the model is in (as in training, between evaluations)
+        try:
+            feats = []
+            for audio in audios:
+                signal = torch.as_tensor(audio, device=device, dtype=torch.float32)[None]
+                feat, length = preprocessor(input_signal=signal, length=torch.tensor([signal.size(1)], device=device))
+                feats.append(feat[0, :, : int(length[0])])
+            return feats
+        finally:
+            preprocessor.train(was_training)
 
     def _batches(self, audios: Sequence[np.ndarray]) -> Iterator[list[int]]:
         order = sorted(range(len(audios)), key=lambda i: len(audios[i]), reverse=True)
@@ -387,14 +401,19 @@ class StreamingRecognizer:
         hyps = [Hypothesis(score=0.0, y_sequence=list(t)) for t in tokens]
         return [h.text for h in self.model.decoding.decode_hypothesis(hyps)]
 
-    def stream(self, audios: Sequence[np.ndarray], att_context_size: Sequence[int]) -> Transcripts:
-        """Real cache-aware streaming, chunk by chunk."""
+    def stream(self, audios: Sequence[np.ndarray], att_context_size: Sequence[int],
+               features: Sequence[torch.Tensor] | None = None) -> Transcripts:
+        """Real cache-aware streaming, chunk by chunk; ``features``: ``self.features(audios)``, when already
+        computed (they are the same at every lookahead)."""
         n = len(audios)
-        result = Transcripts(texts=[""] * n, tokens=[[] for _ in audios], first_token_seconds=[None] * n,
-                             final_seconds=[0.0] * n)
+        result = Transcripts(texts=[""] * n, tokens=[[] for _ in audios], compute_seconds=[0.0] * n,
+                             first_token_seconds=[None] * n, final_seconds=[0.0] * n)
+        feats = list(features) if features is not None else [None] * n
         with evaluation_mode(self.model, att_context_size), torch.inference_mode(), _no_typechecks():
-            for step in self._stream_all(audios, ChunkPlan.of(self.model.encoder)):
+            for step in self._stream_all(audios, feats, ChunkPlan.of(self.model.encoder)):
                 result.step_seconds.append(step.seconds)
+                for i in step.ids:
+                    result.compute_seconds[i] += step.seconds / len(step.ids)
                 for i, new, heard, last in zip(step.ids, step.new_tokens, step.heard_seconds, step.last):
                     if new:
                         if not result.tokens[i]:
@@ -410,7 +429,7 @@ class StreamingRecognizer:
         result = Transcripts(texts=[""] * len(audios), tokens=[[] for _ in audios])
         with evaluation_mode(self.model, att_context_size), torch.no_grad():
             for batch in self._batches(audios):
-                feats, feat_lens = self.features([audios[i] for i in batch])
+                feats, feat_lens = padded(self.features([audios[i] for i in batch]))
                 start = time.perf_counter()
                 encoded, encoded_lens = self.model.encoder(audio_signal=feats, length=feat_lens)
                 hyps = self.model.decoding.rnnt_decoder_predictions_tensor(
@@ -428,13 +447,15 @@ class StreamingRecognizer:
         return _LabelLoopingDecoder(self.model) if _LabelLoopingDecoder.supports(self.model) \
             else _HypothesisDecoder(self.model)
 
-    def _stream_all(self, audios: Sequence[np.ndarray], plan: ChunkPlan) -> Iterator[_Step]:
+    def _stream_all(self, audios: Sequence[np.ndarray], feats: list[torch.Tensor | None], plan: ChunkPlan
+                    ) -> Iterator[_Step]:
         """Streams every waveform, longest first, at most ``batch_size`` at a time; yields each chunk step.
 
         Newly admitted streams take their initial steps together (``ChunkPlan.initial_steps``), then join the
         running batch, where every stream reads its own next chunk; a stream leaves after its last chunk. New
         streams are admitted when a quarter of the places are free (or all remaining streams fit), so that
-        admissions come in groups rather than one extra small step per freed place.
+        admissions come in groups rather than one extra small step per freed place. ``feats[i]`` is None where the
+        features of ``audios[i]`` are still to be computed.
         """
         pending = sorted(range(len(audios)), key=lambda i: len(audios[i]), reverse=True)
         running: _Streams | None = None
@@ -444,7 +465,7 @@ class StreamingRecognizer:
                 free = self.batch_size - (len(running.ids) if running else 0)
                 if pending and (not running or not running.ids or free >= min(wave, len(pending))):
                     admitted, pending = pending[:free], pending[free:]
-                    newcomers = self._admit(audios, admitted, plan)
+                    newcomers = self._admit(audios, feats, admitted, plan)
                     yield from self._initial_steps(newcomers, plan, key_values)
                     newcomers.drop_finished()
                     if running is None or not running.ids:
@@ -455,10 +476,13 @@ class StreamingRecognizer:
                 yield self._later_step(running, plan, key_values)
                 running.drop_finished()
 
-    def _admit(self, audios, ids: list[int], plan: ChunkPlan) -> _Streams:
-        feats, lengths = self.features([audios[i] for i in ids])
-        frames = lengths.tolist()
-        return _Streams(ids=list(ids), feats=[f[:, :n] for f, n in zip(feats, frames)], frames=frames,
+    def _admit(self, audios, feats: list[torch.Tensor | None], ids: list[int], plan: ChunkPlan) -> _Streams:
+        missing = [i for i in ids if feats[i] is None]
+        for i, feat in zip(missing, self.features([audios[i] for i in missing])):
+            feats[i] = feat
+        mine = [feats[i] for i in ids]
+        frames = [f.size(1) for f in mine]
+        return _Streams(ids=list(ids), feats=mine, frames=frames,
                         total_steps=[plan.steps(n) for n in frames], next_step=[0] * len(ids),
                         cache=list(self.model.encoder.get_initial_cache_state(batch_size=len(ids))),
                         key_values={}, decoder=self._new_decoder())
@@ -486,10 +510,7 @@ class StreamingRecognizer:
                      last=pick([k == total - 1 for k, total in zip(steps, streams.total_steps)]), seconds=seconds)
 
     def _initial_steps(self, streams: _Streams, plan: ChunkPlan, key_values) -> Iterator[_Step]:
-        feats = streams.feats[0].new_zeros(len(streams.ids), streams.feats[0].size(0), max(streams.frames))
-        for row, feat in enumerate(streams.feats):
-            feats[row, :, : feat.size(1)] = feat
-        lengths = torch.tensor(streams.frames, device=feats.device)
+        feats, lengths = padded(streams.feats)
         for step in range(plan.initial_steps):
             start = time.perf_counter()
             chunk, chunk_lens, drop = plan.chunk_input(feats, lengths, step)
@@ -510,7 +531,7 @@ class StreamingRecognizer:
         stream would show it."""
         tokens: list[int] = []
         with evaluation_mode(self.model, att_context_size), torch.inference_mode(), _no_typechecks():
-            for step in self._stream_all([audio], ChunkPlan.of(self.model.encoder)):
+            for step in self._stream_all([audio], [None], ChunkPlan.of(self.model.encoder)):
                 if step.ids:
                     tokens.extend(step.new_tokens[0])
                     yield step.heard_seconds[0], self.texts([tokens])[0]
@@ -519,6 +540,15 @@ class StreamingRecognizer:
         """The growing hypothesis of one utterance after each chunk, as a live stream would show it."""
         for _, text in self.timed_partials(audio, att_context_size):
             yield text
+
+
+def padded(feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-utterance features (F, frames) as one batch (B, F, T), zero past each length, and the lengths."""
+    lengths = torch.tensor([f.size(1) for f in feats], device=feats[0].device)
+    batch = feats[0].new_zeros(len(feats), feats[0].size(0), int(lengths.max()))
+    for row, feat in enumerate(feats):
+        batch[row, :, : feat.size(1)] = feat
+    return batch, lengths
 
 
 def count_token_differences(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> int:

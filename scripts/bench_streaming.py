@@ -43,7 +43,7 @@ from lhotse import CutSet
 
 from recipes.inference import load_model
 from recipes.streaming import (SAMPLE_RATE, StreamingRecognizer, _LabelLoopingDecoder, count_token_differences,
-                               evaluation_mode, lookahead_ms)
+                               evaluation_mode, lookahead_ms, padded)
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = [REPO / "data/prepared/demo_target/dev/cuts.jsonl.gz", REPO / "data/prepared/demo_general/dev/cuts.jsonl.gz"]
@@ -148,7 +148,7 @@ def buffered(model, audios, att_context_size, batch_size, left_frames: int | Non
     start = time.perf_counter()
     with evaluation_mode(model, att_context_size), torch.no_grad():
         for batch in recognizer._batches(audios):
-            feats, lengths = recognizer.features([audios[i] for i in batch])
+            feats, lengths = padded(recognizer.features([audios[i] for i in batch]))
             frames = lengths.tolist()
             decoder = _LabelLoopingDecoder(model)
             active, step = len(batch), 0

@@ -5,9 +5,6 @@
 # Stages whose output exists are skipped, so an interrupted demo resumes where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Idle OpenMP threads sleep instead of spinning: on a small shared CPU machine, spinning threads of
-# PyTorch against any other busy process slow training by an order of magnitude.
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
 stage=${STAGE:-1}
 stop_stage=${STOP_STAGE:-8}

@@ -6,12 +6,14 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from omegaconf import OmegaConf
 
 from recipes.evaluate import CONFIG, run
-from recipes.evaluation import summarise
+from recipes.evaluation import EvalSet, stream_sets, summarise
 from recipes.reports import latency_table, update_run_reports
+from recipes.streaming import StreamingRecognizer
 from tests.test_streaming_exactness import random_audios, random_model  # noqa: F401  (fixture)
 
 KEYS = {"80ms": [70, 0], "1120ms": [70, 13]}
@@ -65,6 +67,36 @@ def test_summarise_adds_latency_percentiles_and_offline_differences():
     assert summary["wer"] == pytest.approx(1 / 12) and summary["rtf"] == pytest.approx(0.05)
     row = latency_table({"dev": per_set["dev"]}).splitlines()[-1]
     assert row.startswith("| dev | 80ms | 80 | 10.0 / 20.0 | 300 / ") and row.endswith("| 0.0500 | 2 |")
+
+
+def test_sets_streamed_together_keep_their_own_transcripts_and_compute(random_model):  # noqa: F811
+    one = EvalSet("one", ["a", "b"], random_audios([1.0, 3.0], seed=4), ["x", "y"])
+    two = EvalSet("two", ["c", "d", "e"], random_audios([2.0, 0.5, 1.5], seed=5), ["z", "w", "v"])
+    recognizer = StreamingRecognizer(random_model, batch_size=4)
+    together = stream_sets(recognizer, [one, two], [[70, 1]], check_offline=True)
+    for es in (one, two):
+        entry = together[es.name]["160ms"]
+        assert [u["id"] for u in entry["utterances"]] == es.ids
+        assert [u["hyp"] for u in entry["utterances"]] == recognizer.stream(es.audios, [70, 1]).texts
+        assert [u["offline_diff"] for u in entry["utterances"]] == [0] * len(es.ids)
+        assert entry["audio_seconds"] == pytest.approx(sum(len(a) for a in es.audios) / 16000)
+        assert entry["compute_seconds"] > 0
+
+    audios = one.audios + two.audios
+    streamed = recognizer.stream(audios, [70, 1])
+    assert sum(streamed.compute_seconds) == pytest.approx(sum(streamed.step_seconds))  # every step shared out
+    assert recognizer.stream(audios, [70, 1], recognizer.features(audios)).tokens == streamed.tokens
+    pristine = [audio.copy() for audio in audios]
+    random_model.train()  # as between evaluations in training: features must still come without dither
+    try:
+        in_training = recognizer.features(audios)
+    finally:
+        random_model.eval()
+    assert all(np.array_equal(a, b) for a, b in zip(audios, pristine))  # NeMo dithers its input in place
+    assert all(torch.equal(a, b) for a, b in zip(in_training, recognizer.features(pristine)))
+    part = streamed.part(2, 4)
+    assert (part.texts, part.final_seconds) == (streamed.texts[2:4], streamed.final_seconds[2:4])
+    assert part.step_seconds == streamed.step_seconds
 
 
 def test_cli_streams_one_audio_file_and_shows_growing_partials(random_model, tmp_path, capsys):  # noqa: F811
