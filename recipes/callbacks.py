@@ -45,10 +45,14 @@ class StreamingEvalCheckpoint(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
+        if not self.eval_set_paths:  # eval_sets={}: plain checkpoints
+            return
+        first_file_of_step = self._last_report is None or self._last_report[0] != trainer.global_step
         report = self._report_for_step(trainer)
         if trainer.is_global_zero:
             write_report({**report, "checkpoint": str(filepath)}, f"{filepath}.stream_wer.json")
-            update_run_reports(Path(filepath).parent)  # stream_wer.md and stream_wer.png across checkpoints
+            if first_file_of_step:  # a second file of the step (last.ckpt) adds no row to the table or plot
+                update_run_reports(Path(filepath).parent)  # stream_wer.md and stream_wer.png across checkpoints
 
     def _report_for_step(self, trainer: Trainer) -> dict:
         # ModelCheckpoint may write two files for one step (top-k and last): evaluate once.
