@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from nemo.collections.asr.parts.submodules.multi_head_attention import (MultiHeadAttention,
                                                                         RelPositionMultiHeadAttention)
-from nemo.collections.asr.parts.submodules.subsampling import MaskedConvSequential, calculate_conv_output_size
 from nemo.collections.asr.parts.utils.rnnt_utils import Hypothesis
 from nemo.core.classes.common import typecheck
 
@@ -250,51 +249,6 @@ class _ProjectedKeyValues:
         return forward_qkv
 
 
-class _MaskShortRowsOnly:
-    """NeMo's masked convolution subsampling, masking only the streams whose chunk is cut short.
-
-    ``MaskedConvSequential`` multiplies every layer's whole input by a time mask built from the lengths. In a chunk
-    step nearly every stream has a full chunk, whose mask is all ones: multiplying by it changes no bit, yet it is
-    a tenth of a step's compute at long chunks. While this object is active, the subsampling masks only the rows
-    whose length is shorter than the input (a stream's last chunk), with NeMo's masks, at the same points.
-    """
-
-    def __init__(self, encoder):
-        conv = getattr(getattr(encoder, "pre_encode", None), "conv", None)
-        self.conv = conv if type(conv) is MaskedConvSequential else None
-
-    def __enter__(self) -> "_MaskShortRowsOnly":
-        if self.conv is not None:
-            self.conv.forward = self._forward  # shadows the class method on this instance
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.conv is not None:
-            self.conv.__dict__.pop("forward", None)
-
-    @staticmethod
-    def _mask_short_rows(x: torch.Tensor, lengths: torch.Tensor, copy: bool = False) -> torch.Tensor:
-        short = (lengths.long() < x.size(2)).nonzero().flatten()
-        if short.numel():
-            keep = torch.arange(x.size(2), device=x.device) < lengths[short].long().unsqueeze(1)
-            x = x.clone() if copy else x
-            x[short] = x[short] * keep.to(x.dtype)[:, None, :, None]
-        return x
-
-    def _forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lengths = lengths.float()
-        # The input is a view of the caller's chunk: masked out of place; layer outputs are the layers' own.
-        x = self._mask_short_rows(x.unsqueeze(1), lengths, copy=True)  # (batch, 1, time, features)
-        for layer in self.conv:
-            x = layer(x)
-            if hasattr(layer, "stride") and layer.stride != (1, 1):  # NeMo's length arithmetic, in float as NeMo
-                padding = (layer._left_padding, layer._right_padding) if hasattr(layer, "_left_padding") \
-                    else layer.padding
-                lengths = calculate_conv_output_size(lengths, layer.kernel_size[0], layer.stride[0], padding)
-            x = self._mask_short_rows(x, lengths)
-        return x, lengths.long()
-
-
 class _LabelLoopingDecoder:
     """Greedy batched RNNT decoding across chunks with NeMo's label-looping computer, its state kept batched."""
 
@@ -506,7 +460,7 @@ class StreamingRecognizer:
         pending = sorted(range(len(audios)), key=lambda i: len(audios[i]), reverse=True)
         running: _Streams | None = None
         wave = max(1, self.batch_size // 4)
-        with _ProjectedKeyValues(self.model.encoder) as key_values, _MaskShortRowsOnly(self.model.encoder):
+        with _ProjectedKeyValues(self.model.encoder) as key_values:
             while pending or (running is not None and running.ids):
                 free = self.batch_size - (len(running.ids) if running else 0)
                 if pending and (not running or not running.ids or free >= min(wave, len(pending))):

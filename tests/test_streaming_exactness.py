@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from recipes.streaming import StreamingRecognizer, _MaskShortRowsOnly, count_token_differences
+from recipes.streaming import StreamingRecognizer, count_token_differences
 from scripts.bench_streaming import nemo_reference
 from tests.conftest import BASE_MODEL, CONF, REPO, compose_config
 
@@ -112,22 +112,6 @@ def test_random_model_streams_exactly_like_offline_and_one_stream_at_a_time(rand
     audios = random_audios([0.3, 1.05, 2.2, 6.1, 3.3, 0.9])
     for la in LOOKAHEADS:
         assert assert_exact(random_model, audios, la, batch_size=3, single=[1, 3, 5]) > 0
-
-
-def test_subsampling_masking_only_short_rows_gives_nemo_values_bit_for_bit(random_model):
-    encoder = random_model.encoder
-    torch.manual_seed(1)
-    features = torch.randn(4, 33, 80)  # (batch, mel frames, mel bins): full rows and chunks cut short
-    lengths = torch.tensor([33, 17, 33, 2])
-    given = features.clone()
-    with torch.inference_mode():
-        expected, expected_lengths = encoder.pre_encode(x=features, lengths=lengths)
-        with _MaskShortRowsOnly(encoder) as patch:
-            assert patch.conv is not None, "the model's subsampling is no longer NeMo's MaskedConvSequential"
-            got, got_lengths = encoder.pre_encode(x=features, lengths=lengths)
-        assert "forward" not in encoder.pre_encode.conv.__dict__  # NeMo's own forward back
-    assert torch.equal(got, expected) and torch.equal(got_lengths, expected_lengths)
-    assert torch.equal(features, given)  # the caller's chunk untouched
 
 
 def test_streaming_reports_latencies_per_utterance(random_model):
