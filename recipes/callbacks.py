@@ -47,17 +47,18 @@ class StreamingEvalCheckpoint(ModelCheckpoint):
         super()._save_checkpoint(trainer, filepath)
         if not self.eval_set_paths:  # eval_sets={}: plain checkpoints
             return
+        # ModelCheckpoint may write two files for one step (top-k and last): evaluate, and redraw the run's
+        # table and plot, for the first only; the second gets the same report.
         first_file_of_step = self._last_report is None or self._last_report[0] != trainer.global_step
-        report = self._report_for_step(trainer)
+        if first_file_of_step:
+            self._last_report = (trainer.global_step, self._evaluate(trainer))
+        report = self._last_report[1]
         if trainer.is_global_zero:
             write_report({**report, "checkpoint": str(filepath)}, f"{filepath}.stream_wer.json")
-            if first_file_of_step:  # a second file of the step (last.ckpt) adds no row to the table or plot
+            if first_file_of_step:
                 update_run_reports(Path(filepath).parent)  # stream_wer.md and stream_wer.png across checkpoints
 
-    def _report_for_step(self, trainer: Trainer) -> dict:
-        # ModelCheckpoint may write two files for one step (top-k and last): evaluate once.
-        if self._last_report is not None and self._last_report[0] == trainer.global_step:
-            return self._last_report[1]
+    def _evaluate(self, trainer: Trainer) -> dict:
         start = time.perf_counter()
         if self._eval_sets is None:
             self._eval_sets = [load_eval_set(name, path, self.max_utterances)
@@ -72,7 +73,6 @@ class StreamingEvalCheckpoint(ModelCheckpoint):
             logger.log_metrics({**metrics, "stream_eval_seconds": seconds}, step=trainer.global_step)
         log.info("step %d streaming WER (%.1f s): %s", trainer.global_step, seconds,
                  ", ".join(f"{k.removeprefix('stream_wer/')}={v:.3f}" for k, v in metrics.items()))
-        self._last_report = (trainer.global_step, report)
         return report
 
 
