@@ -1,6 +1,8 @@
-"""DDP on CPU: a real 2-process fine-tune (gloo) that finishes, with one streaming evaluation per checkpoint split
-across the ranks and gathered; and each rank reading its own batches."""
+"""DDP on CPU: a real 2-process fine-tune (gloo), stopped by a signal to one rank and resumed, that finishes with
+one streaming evaluation per checkpoint split across the ranks and gathered; and each rank reading its own batches."""
 import json
+import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,13 +12,14 @@ from tbparse import SummaryReader
 
 from recipes.evaluation import load_eval_set, stream_sets, summarise
 from recipes.inference import load_model
+from recipes.preemption import EXIT_PREEMPTED
 from recipes.streaming import StreamingRecognizer
 from recipes.training import train_data_config
 from tests.conftest import BASE_MODEL, CONF, compose_config
 from tests.runs import training_runs  # noqa: F401 (fixture)
 
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
-       "trainer.max_steps=4", "trainer.limit_train_batches=2", "trainer.accumulate_grad_batches=2",
+       "trainer.max_steps=4", "trainer.limit_train_batches=4", "trainer.accumulate_grad_batches=2",
        "callbacks.checkpoint.max_utterances=5"]  # 5 target-dev utterances: 3 on rank 0, 2 on rank 1
 TIMEOUT = 900
 
@@ -29,10 +32,18 @@ def test_ddp_finetune_finishes_with_one_gathered_streaming_evaluation_per_checkp
     CutSet.from_file(target_dev).subset(first=1).to_file(single)
     sets = {"target_dev": target_dev, "single": single}
     eval_sets = "{" + ", ".join(f"{name}: {path}" for name, path in sets.items()) + "}"
-    run = training_runs(demo_workdir, "ddp", [*DDP, f"callbacks.checkpoint.eval_sets={eval_sets}"])
+    overrides = [*DDP, f"callbacks.checkpoint.eval_sets={eval_sets}"]
+    # SIGUSR1 to rank 0 only, after the first checkpoint: both ranks stop at the same step, exit 75 ...
+    run = training_runs(demo_workdir, "ddp", overrides)
+    checkpoints = run.run_dir / "checkpoints"
+    run.wait_for(checkpoints / "step000002.ckpt", TIMEOUT)
+    run.signal(signal.SIGUSR1)
+    assert run.wait(TIMEOUT) == EXIT_PREEMPTED, run.log_tail()
+    assert "another rank's signal" in run.log_tail(100_000), "rank 1 stopped because rank 0 was signalled"
+    # ... and the same command resumes and finishes.
+    run = training_runs(demo_workdir, "ddp", overrides)
     assert run.wait(TIMEOUT) == 0, run.log_tail()
 
-    checkpoints = run.run_dir / "checkpoints"
     assert {p.name for p in checkpoints.glob("*.ckpt")} == {"step000002.ckpt", "step000004.ckpt", "last.ckpt"}
     assert torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 4
     scalars = SummaryReader(str(run.run_dir / "tensorboard")).scalars
@@ -78,3 +89,28 @@ def test_each_rank_reads_its_own_batches(demo_workdir):
         assert torch.equal(*as_configured), "the problem this guards against: the same batches on every rank"
         ours = [first_batch(train_data_config(train_ds, rank), rank) for rank in (0, 1)]
     assert ours[0].shape != ours[1].shape or not torch.equal(*ours)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_0_6b_bf16_fine_tune_with_streaming_evaluation_then_export(demo_workdir):
+    """The full-size architecture (random weights) for a few bf16-mixed steps on one GPU, with the after-checkpoint
+    streaming evaluation on, then exported and restored."""
+    from nemo.collections.asr.models import ASRModel
+
+    from recipes.exporting import export_nemo
+    from recipes.training import train
+
+    overrides = ["experiment=demo_finetune", "model=nemotron_streaming_0.6b", "model.init_from=null",
+                 "model.architecture.tokenizer.dir=data/tokenizers/demo_general", "trainer=gpu",
+                 "trainer.max_steps=3", "trainer.limit_train_batches=3", "data.train_ds.batch_duration=16",
+                 "callbacks.checkpoint.max_utterances=4", "run_name=gpu_0.6b"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(demo_workdir)
+        trainer = train(compose_config(CONF, "finetune", overrides))
+        assert trainer.global_step == 3 and trainer.precision == "bf16-mixed"
+        report = json.loads(Path("exp/gpu_0.6b/checkpoints/step000003.ckpt.stream_wer.json").read_text())
+        assert {len(e["utterances"]) for by_la in report["sets"].values() for e in by_la.values()} == {4}
+        nemo = export_nemo("exp/gpu_0.6b", "last", "exp/gpu_0.6b/model.nemo")
+    restored = ASRModel.restore_from(str(nemo), map_location=torch.device("cpu"))
+    assert sum(p.numel() for p in restored.parameters()) > 0.5e9
