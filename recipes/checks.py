@@ -453,6 +453,9 @@ def check_finetune(cfg: DictConfig) -> Path | None:
     if not problems:
         problems += probs_problems(model.att_context_size, model.att_context_probs)
     problems += optim_problems(model) + trainer_problems(cfg.trainer) + data_problems(cfg.data)
+    if not cfg.get("logger") and (cfg.get("callbacks") or {}).get("lr_monitor"):
+        problems.append("logger=none: callbacks.lr_monitor (Lightning's LearningRateMonitor) needs a logger: add "
+                        "~callbacks.lr_monitor, or keep a logger")
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path)
         if not path.is_file():
