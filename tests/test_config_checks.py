@@ -3,24 +3,21 @@
 The command line itself runs for a representative few (Hydra's own errors included); every other case calls the
 check functions in-process on the composed demo config, which is what the command line runs first.
 """
-import io
 import os
 import re
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from omegaconf import OmegaConf
 
 from recipes.checks import check_evaluate, check_finetune, export_checkpoint
 from recipes.errors import UsageError
 from recipes.evaluate import CONFIG as EVALUATE_CONFIG
 from recipes.preflight import fitting_batch_duration
-from tests.conftest import BASE_MODEL, CONF, REPO, compose_config
+from tests.conftest import BASE_MODEL, CONF, REPO, compose_config, nemo_with
 
 CLI_TIMEOUT = 240  # seconds per command (the machine is shared); subprocess.run kills it past that
 
@@ -33,20 +30,6 @@ def finetune_problems(workdir: Path, *overrides: str) -> list[str]:
     except UsageError as err:
         return str(err).splitlines()
     return []
-
-
-def nemo_with(path: Path, edit) -> Path:
-    """A copy of the demo base model whose model_config.yaml went through ``edit`` (weights untouched)."""
-    with tarfile.open(BASE_MODEL) as src, tarfile.open(path, "w") as dst:
-        for member in src.getmembers():
-            data = src.extractfile(member).read() if member.isfile() else None
-            if member.name.endswith("model_config.yaml"):
-                config = yaml.safe_load(data)
-                edit(config)
-                data = yaml.safe_dump(config).encode()
-                member.size = len(data)
-            dst.addfile(member, io.BytesIO(data) if data is not None else None)
-    return path
 
 
 def truncated(src: Path, dst: Path) -> Path:
