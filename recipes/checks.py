@@ -240,6 +240,9 @@ def data_problems(data: DictConfig) -> list[str]:
         problems.append(f"data.train_ds.batch_duration={batch_duration}: below data.train_ds.max_duration="
                         f"{max_duration}, so the longest utterances fit no batch: raise batch_duration or lower "
                         f"max_duration")
+    if train.get("use_bucketing") is False and OmegaConf.to_container(train).get("bucket_duration_bins") is not None:
+        problems.append("data.train_ds.use_bucketing=false: NeMo turns bucketing back on while "
+                        "data.train_ds.bucket_duration_bins is set: also give data.train_ds.bucket_duration_bins=null")
     for field in ("cuts_path", "manifest_filepath", "shar_path"):
         if isinstance(train.get(field), str):
             problem = path_problem(train[field], f"data.train_ds.{field}", PREPARE_DATA)

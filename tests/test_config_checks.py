@@ -59,6 +59,7 @@ def truncated(src: Path, dst: Path) -> Path:
     (["trainer.precision=fp8"], "trainer.precision=fp8: not a Lightning precision"),
     (["trainer.devices=512"], r"trainer.devices=512: only \d+ CPU core\(s\) visible here"),
     (["trainer.num_nodes=2"], "no cluster launcher here"),
+    (["data.train_ds.use_bucketing=false"], "NeMo turns bucketing back on while data.train_ds.bucket_duration_bins is set"),
     (["logger=none"], r"callbacks.lr_monitor \(Lightning's LearningRateMonitor\) needs a logger"),
     (["model.init_from=nvidia/nemotron-typo"], "model.init_from=nvidia/nemotron-typo: not a file, and no network to "
                                                "fetch a pretrained model from here: download the .nemo"),
