@@ -236,10 +236,6 @@ def data_problems(data: DictConfig) -> list[str]:
         problems.append(f"data.train_ds.batch_duration={batch_duration}: seconds of audio per batch, must be > 0")
     if max_duration is not None and (not is_number(max_duration) or max_duration <= 0):
         problems.append(f"data.train_ds.max_duration={max_duration}: longest utterance in seconds, must be > 0")
-    elif is_number(batch_duration) and batch_duration > 0 and max_duration is not None and batch_duration < max_duration:
-        problems.append(f"data.train_ds.batch_duration={batch_duration}: below data.train_ds.max_duration="
-                        f"{max_duration}, so the longest utterances fit no batch: raise batch_duration or lower "
-                        f"max_duration")
     if train.get("use_bucketing") is False and OmegaConf.to_container(train).get("bucket_duration_bins") is not None:
         problems.append("data.train_ds.use_bucketing=false: NeMo turns bucketing back on while "
                         "data.train_ds.bucket_duration_bins is set: also give data.train_ds.bucket_duration_bins=null")

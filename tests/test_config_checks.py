@@ -206,3 +206,21 @@ def test_memory_preflight_stops_a_batch_over_the_limit_before_the_first_step(dem
     assert "above the 0.05 GiB of callbacks.preflight.max_memory_gb" in last
     assert last.endswith("lower data.train_ds.max_duration (data_prep filters.max_duration) or use a larger device")
     assert not list((demo_workdir / "exp/checks_preflight").glob("checkpoints/*.ckpt"))
+
+
+def test_memory_preflight_leaves_training_bit_identical(demo_workdir, monkeypatch):
+    """The pre-flight's forward and backward change nothing training sees: same weights after two steps with it
+    on and off (RNG streams, batch-norm statistics and gradients are put back; no optimizer step)."""
+    from recipes.training import train
+
+    monkeypatch.chdir(demo_workdir)
+    weights = {}
+    for enabled in (True, False):
+        cfg = compose_config(CONF, "finetune", [
+            "experiment=demo_finetune", f"run_name=preflight_{enabled}", "resume=false", f"model.init_from={BASE_MODEL}",
+            "logger=none", "~callbacks.lr_monitor", "~callbacks.checkpoint", "trainer.enable_checkpointing=false",
+            "trainer.max_steps=2", "trainer.limit_train_batches=2", "+trainer.limit_val_batches=0",
+            "data.train_ds.batch_duration=12", f"callbacks.preflight.enabled={str(enabled).lower()}"])
+        weights[enabled] = train(cfg).lightning_module.state_dict()
+    assert weights[True].keys() == weights[False].keys()
+    assert all(torch.equal(weights[True][k], weights[False][k]) for k in weights[True])
