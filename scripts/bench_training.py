@@ -13,6 +13,7 @@ Padding share = padded samples / all samples of the batch tensors (the same shar
 from __future__ import annotations
 
 import argparse
+import gc
 import platform
 import subprocess
 import sys
@@ -133,6 +134,7 @@ def main() -> None:
     modes = {"bucketing": [], "no bucketing": ["data.train_ds.use_bucketing=false", "data.train_ds.bucket_duration_bins=null"]}
     for name, mode in modes.items():
         r = results[name] = bench([*base, *mode], args.steps, args.warmup)
+        gc.collect()  # the trainer and model hold each other: free the first mode's model before the second
         print(f"| {name} | {r['steps']} | {r['utterances']} | {r['audio_s']:.0f} | {r['wall_s']:.1f} | "
               f"{r['audio_s_per_s']:.1f} | {r['padding']:.1%} | {r['peak_gib']:.2f} |", flush=True)
     padding = results["bucketing"]["padding"]
