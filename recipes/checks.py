@@ -144,8 +144,6 @@ def trainer_problems(trainer: DictConfig) -> list[str]:
     elif on_gpu and gpus and "bf16" in str(precision) and not torch.cuda.is_bf16_supported():
         problems.append(f"trainer.precision={precision}: this GPU has no bfloat16 support: use 16-mixed")
     devices = trainer.get("devices", "auto")
-    available = gpus if on_gpu else len(os.sched_getaffinity(0))
-    what = "GPU(s)" if on_gpu else "CPU core(s)"
     if isinstance(devices, ListConfig):
         wanted = len(devices)
     elif devices in ("auto", -1, "-1"):
@@ -155,9 +153,10 @@ def trainer_problems(trainer: DictConfig) -> list[str]:
     else:
         wanted = None
         problems.append(f"trainer.devices={devices}: give a number of devices >= 1 (or auto)")
-    if wanted and available and wanted > available:
-        problems.append(f"trainer.devices={show(devices)}: only {available} {what} visible here: set "
-                        f"trainer.devices={available} or run where {wanted} are visible")
+    # GPUs only: CPU "devices" are processes (any number runs), and under SLURM each task sees its own share.
+    if on_gpu and gpus and wanted and wanted > gpus and "SLURM_NTASKS" not in os.environ:
+        problems.append(f"trainer.devices={show(devices)}: only {gpus} GPU(s) visible here: set "
+                        f"trainer.devices={gpus} or run where {wanted} are visible")
     problems += node_problems(trainer.get("num_nodes", 1))
     max_steps = trainer.get("max_steps", -1)
     if not is_int(max_steps) or max_steps <= 0:

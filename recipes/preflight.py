@@ -96,18 +96,21 @@ def fitting_batch_duration(base: int, peak: int, utterances: int, limit: int, ma
 
 
 @contextmanager
-def _state_kept(module: LightningModule):
+def _state_kept(trainer: Trainer, module: LightningModule):
     """Put back what a forward/backward pass changes besides memory: RNG streams (NeMo draws the lookahead with
     ``random``, SpecAugment and dropout use torch's), batch-norm statistics, gradients, train/eval mode; and keep
-    NeMo's ``training_step`` from logging a loss that is not a training step's."""
+    NeMo's ``training_step`` from logging a loss that is not a training step's, or decoding it for a training
+    WER (it does when ``(global_step + 1) % log_every_n_steps == 0``; under DDP that metric synchronises ranks)."""
     rng = random.getstate(), np.random.get_state(), torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     norms = {name: buf.clone() for name, buf in module.named_buffers() if "running_" in name or "batches_tracked" in name}
-    training = module.training
+    training, log_every = module.training, trainer.log_every_n_steps
     module.log = module.log_dict = lambda *args, **kwargs: None  # instance attributes shadow the methods
+    trainer.log_every_n_steps = trainer.global_step + 2
     try:
         yield
     finally:
+        trainer.log_every_n_steps = log_every
         del module.log, module.log_dict
         module.zero_grad(set_to_none=True)
         module.train(training)
@@ -190,7 +193,7 @@ class MemoryPreflight(Callback):
         meter.reset()
         base = meter.current()
         try:
-            with _state_kept(pl_module):
+            with _state_kept(trainer, pl_module):
                 pl_module.train()
                 with trainer.precision_plugin.train_step_context():
                     out = pl_module.training_step(batch, 0)
