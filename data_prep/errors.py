@@ -42,7 +42,8 @@ REASONS: dict[str, str] = {
     "too_long": "the segment is longer than filters.max_duration",
     "chars_per_second_low": "fewer characters per second than filters.min_chars_per_second",
     "chars_per_second_high": "more characters per second than filters.max_chars_per_second",
-    "rnnt_infeasible": "fewer encoder frames than tokens: an RNNT cannot emit this transcript",
+    "rnnt_infeasible": "the model cannot emit this transcript in its encoder frames (filters.feasibility: with a "
+                       "CTC head fewer frames than tokens, RNNT only more tokens than max_symbols x frames)",
     "audio_undecodable": "decoding the audio failed (truncated or corrupt file)",
 }
 

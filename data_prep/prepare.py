@@ -23,7 +23,7 @@ from data_prep.bins import estimate_bins, write_bins
 from data_prep.errors import DataPrepError, one_line
 from data_prep.rows import Screened, Screener
 from data_prep.settings import PrepSettings, settings_from_cfg
-from data_prep.summary import corpus_summary, split_summary, write_json
+from data_prep.summary import corpus_summary, feasibility_summary, split_summary, write_json
 from data_prep.tokenizer import load_sentencepiece
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ def prepare_split(settings: PrepSettings, split: str, screened: Screened) -> dic
         kept_seconds=sum(r.kept_seconds for r in results),
         rejects=rejects,
         tokenizer_unk=screened.unk.to_dict() if settings.tokenizer else None,
+        feasibility=feasibility_summary(settings),
         shards={"total": len(jobs), "reused": len(jobs) - len(todo), "written": len(todo)},
         duration_bins=bins,
         outputs={
@@ -163,6 +164,6 @@ def prepare_corpus(cfg: Mapping) -> dict:
             settings.corpus.name, split, screened[split].rows_in, len(screened[split].rejects),
         )
     splits = {split: prepare_split(settings, split, s) for split, s in screened.items()}
-    summary = corpus_summary(settings.corpus.name, splits, settings.resolved)
+    summary = corpus_summary(settings.corpus.name, splits, settings.resolved, feasibility=feasibility_summary(settings))
     write_json(settings.corpus_dir / "summary.json", summary)
     return summary

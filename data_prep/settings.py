@@ -15,11 +15,13 @@ from typing import Any, Mapping
 from omegaconf import DictConfig, OmegaConf
 
 from data_prep.errors import DataPrepError
+from data_prep.filters import Feasibility, feasibility
 from data_prep.text import POLICIES, TextPolicy
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "data_prep"
 INPUT_FORMATS = ("auto", "nemo", "lhotse", "tsv")
 SHAR_AUDIO_FORMATS = ("flac", "wav", "opus", "mp3", "original")
+FEASIBILITY_RULES = ("auto", "ctc", "rnnt")
 _CUT_TYPES = ("MonoCut", "MultiCut", "MixedCut")
 
 
@@ -50,6 +52,7 @@ class Filters:
     max_unk_share: float
     encoder_frame_s: float
     dedupe: bool
+    feasibility: Feasibility
 
 
 @dataclass(frozen=True)
@@ -190,8 +193,10 @@ def _corpus(cfg: Mapping) -> CorpusSpec:
     return CorpusSpec(name=name, language=language or None, text_field=text_field, splits=specs)
 
 
-def _filters(cfg: Mapping) -> Filters:
+def _filters(cfg: Mapping, tokenizer: Path | None) -> Filters:
     where = "filters"
+    rule = cfg.get("feasibility", "auto")
+    _require(rule in FEASIBILITY_RULES, f"filters.feasibility must be one of {', '.join(FEASIBILITY_RULES)} (got {rule!r})")
     f = Filters(
         min_duration=_number(cfg, "min_duration", where, 0.0),
         max_duration=_number(cfg, "max_duration", where, 0.0),
@@ -200,6 +205,7 @@ def _filters(cfg: Mapping) -> Filters:
         max_unk_share=_number(cfg, "max_unk_share", where, 0.0),
         encoder_frame_s=_number(cfg, "encoder_frame_s", where, 0.0),
         dedupe=bool(cfg.get("dedupe", True)),
+        feasibility=feasibility(tokenizer, rule, cfg.get("max_symbols")),
     )
     _require(f.min_duration < f.max_duration, "filters.min_duration must be below filters.max_duration")
     _require(
@@ -238,6 +244,11 @@ def settings_from_cfg(cfg: DictConfig | Mapping) -> PrepSettings:
         ascii_punctuation=bool(text_cfg.get("ascii_punctuation", True)),
     )
 
+    tokenizer = resolved.get("tokenizer")
+    if tokenizer is not None:
+        tokenizer = Path(tokenizer)
+        _require(tokenizer.exists(), f"tokenizer not found: {tokenizer} (give a .nemo, a .model or a tokenizer dir, or tokenizer=null)")
+
     audio_cfg = resolved.get("audio") or {}
     sample_rate = audio_cfg.get("sample_rate")
     _require(isinstance(sample_rate, int) and sample_rate > 0, f"audio.sample_rate must be a positive integer (got {sample_rate!r})")
@@ -253,18 +264,13 @@ def settings_from_cfg(cfg: DictConfig | Mapping) -> PrepSettings:
         sample_rate=sample_rate,
         duration_tolerance=_number(resolved.get("validation") or {}, "duration_tolerance", "validation", 0.0),
         shar_format=shar_format,
-        filters=_filters(resolved.get("filters") or {}),
+        filters=_filters(resolved.get("filters") or {}, tokenizer),
     )
 
     workers = resolved.get("num_workers")
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     _require(isinstance(workers, int) and workers > 0, f"num_workers must be a positive integer or null (got {workers!r})")
-
-    tokenizer = resolved.get("tokenizer")
-    if tokenizer is not None:
-        tokenizer = Path(tokenizer)
-        _require(tokenizer.exists(), f"tokenizer not found: {tokenizer} (give a .nemo, a .model or a tokenizer dir, or tokenizer=null)")
 
     buckets = (resolved.get("bins") or {}).get("num_buckets")
     _require(isinstance(buckets, int) and buckets >= 2, f"bins.num_buckets must be an integer >= 2 (got {buckets!r})")

@@ -41,14 +41,23 @@ def split_summary(split: str, rows_in: int, kept: int, kept_seconds: float, reje
     }
 
 
-def corpus_summary(corpus: str, splits: dict[str, dict], config: dict) -> dict:
+def feasibility_summary(settings) -> dict:
+    """Which ``rnnt_infeasible`` rule ran (``ctc``: frames >= tokens; ``rnnt``: tokens <= max_symbols x frames;
+    null: none, no tokenizer) and why."""
+    f = settings.audio.filters
+    return {"rule": f.feasibility.rule, "max_symbols": f.feasibility.max_symbols, "why": f.feasibility.why,
+            "encoder_frame_s": f.encoder_frame_s}
+
+
+def corpus_summary(corpus: str, splits: dict[str, dict], config: dict, **extra) -> dict:
     total = {"in": 0, "kept": 0, "rejected": 0}
     hours = {"in": 0.0, "kept": 0.0, "rejected": 0.0}
     for s in splits.values():
         for key in total:
             total[key] += s["rows"][key]
             hours[key] = round(hours[key] + s["hours"][key], 4)
-    return {"corpus": corpus, "status": "ok", "rows": total, "hours": hours, "splits": splits, "config": config}
+    return {"corpus": corpus, "status": "ok", "rows": total, "hours": hours, "splits": splits, **extra,
+            "config": config}
 
 
 def write_json(path: Path, data: dict) -> None:

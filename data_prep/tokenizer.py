@@ -59,6 +59,17 @@ def load_sentencepiece(path: str | Path) -> spm.SentencePieceProcessor:
     return spm.SentencePieceProcessor(model_file=str(path))
 
 
+def nemo_model_config(path: str | Path) -> dict:
+    """The model config stored in a ``.nemo`` archive (``model_config.yaml``), without restoring the model."""
+    import yaml
+
+    with tarfile.open(path) as tar:
+        member = next((m for m in tar.getmembers() if Path(m.name).name == "model_config.yaml"), None)
+        if member is None:
+            raise FileNotFoundError(f"{path}: no model_config.yaml inside this .nemo archive")
+        return yaml.safe_load(tar.extractfile(member))
+
+
 def count_unk(sp: spm.SentencePieceProcessor, text: str) -> tuple[int, list[str]]:
     """Tokenize ``text`` as the model would; return the number of tokens and the surface text of every
     piece that came out as ``<unk>`` (text the model cannot learn to emit)."""

@@ -9,16 +9,19 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from recipes.evaluation import evaluate_model, show_partials, write_report
-from recipes.inference import load_model
-from recipes.reports import latency_table, wer_table
+from recipes.checks import check_evaluate
+from recipes.errors import exit_on_usage_error, run_hydra_main
 
 
 def run(cfg: DictConfig, model=None) -> dict:
     """Evaluate (``data``) or stream one file (``audio``) as ``cfg`` says; returns the report or final transcripts."""
-    if (cfg.data is None) == (cfg.audio is None):
-        raise ValueError("give exactly one of data=<cuts file or {name: cuts file}> and audio=<audio file>")
-    model = model if model is not None else load_model(cfg.model)
+    check_evaluate(cfg, model_file=model is None)
+    # NeMo's ~10 s import only once the inputs are known to be good.
+    from recipes.evaluation import evaluate_model, show_partials, write_report
+    from recipes.inference import load_model
+    from recipes.reports import latency_table, wer_table
+
+    model = model if model is not None else load_model(cfg.model, key="model")
     lookaheads = OmegaConf.to_container(cfg.lookaheads) if cfg.lookaheads else model.encoder.att_context_size_all
     if cfg.audio is not None:
         return show_partials(model, cfg.audio, lookaheads)
@@ -39,9 +42,10 @@ ConfigStore.instance().store(name="evaluate", node=OmegaConf.load(CONFIG))
 
 
 @hydra.main(config_path=None, config_name="evaluate", version_base="1.3")
+@exit_on_usage_error("recipes.evaluate")  # inside Hydra's job: no "Error executing job" line
 def main(cfg: DictConfig) -> None:
     run(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_main(main, "recipes.evaluate")

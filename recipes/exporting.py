@@ -4,26 +4,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from recipes.checks import export_checkpoint
 from recipes.inference import load_model
 
 log = logging.getLogger(__name__)
-
-
-def resolve_checkpoint(run_dir: Path, checkpoint: str) -> Path:
-    """``checkpoint`` as a path, or as a file name (``.ckpt`` optional) inside ``<run_dir>/checkpoints``."""
-    for candidate in (Path(checkpoint), run_dir / "checkpoints" / checkpoint,
-                      run_dir / "checkpoints" / f"{checkpoint}.ckpt"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"checkpoint {checkpoint!r} not found as a path or in {run_dir / 'checkpoints'}")
 
 
 def export_nemo(run_dir: str | Path, checkpoint: str, output: str | Path, fp16_weights: bool = False) -> Path:
     """Rebuild the run's model as training built it, load the checkpoint's weights and save a ``.nemo``
     that ``ASRModel.restore_from`` loads on its own. ``fp16_weights`` halves the file; restoring casts the
     weights back to the model's float32."""
-    ckpt_path = resolve_checkpoint(Path(run_dir), checkpoint)
-    model = load_model(str(ckpt_path))
+    ckpt_path = export_checkpoint(run_dir, checkpoint)
+    model = load_model(str(ckpt_path), key="checkpoint")
     if fp16_weights:
         model = model.half()
     output = Path(output).resolve()

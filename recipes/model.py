@@ -15,6 +15,7 @@ from hydra.utils import get_class
 from nemo.collections.asr.models import ASRModel
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from recipes.checks import resolve_model_file
 from recipes.rnnt_loss import use_vectorized_loss
 
 log = logging.getLogger(__name__)
@@ -22,27 +23,11 @@ log = logging.getLogger(__name__)
 VECTORIZED = "vectorized"  # rnnt_loss name of recipes.rnnt_loss.VectorizedRNNTLoss
 
 
-def resolve_init_checkpoint(init_from: str) -> Path:
-    """A local ``.nemo`` path as is; anything else is a pretrained name fetched (or found in the cache) by NeMo."""
-    path = Path(init_from).expanduser()
-    if path.is_file():
-        return path
-    if path.suffix == ".nemo":
-        raise FileNotFoundError(f"model.init_from={init_from}: no such .nemo file")
-    return Path(ASRModel.from_pretrained(init_from, return_model_file=True))
-
-
 def normalised_probs(att_context_size: list, att_context_probs: list | None) -> list[float]:
-    """One weight per lookahead summing to exactly 1.0, as NeMo's encoder demands (it compares with ``!= 1``)."""
+    """One weight per lookahead summing to exactly 1.0, as NeMo's encoder demands (it compares with ``!= 1``);
+    ``recipes.checks`` has made sure they sum to 1 up to float rounding."""
     if att_context_probs is None:
         att_context_probs = [1.0] * len(att_context_size)
-    if len(att_context_probs) != len(att_context_size):
-        raise ValueError(
-            f"model.att_context_probs has {len(att_context_probs)} weights but model.att_context_size has "
-            f"{len(att_context_size)} lookaheads: give one weight per lookahead"
-        )
-    if any(p < 0 for p in att_context_probs) or sum(att_context_probs) <= 0:
-        raise ValueError(f"model.att_context_probs={list(att_context_probs)}: weights must be >= 0 and not all 0")
     weights = [Fraction(p).limit_denominator(10**6) for p in att_context_probs]
     total = sum(weights)
     probs = [float(w / total) for w in weights[:-1]]
@@ -63,14 +48,11 @@ def model_config(cfg: DictConfig, trainer: Trainer | None = None) -> tuple[DictC
     """The NeMo config to build (base config of ``init_from`` or ``architecture``) with the recipe's overrides
     applied, and the ``.nemo`` whose weights to load (None when training from scratch)."""
     if cfg.init_from:
-        checkpoint = resolve_init_checkpoint(cfg.init_from)
+        checkpoint = resolve_model_file(cfg.init_from, "model.init_from")
         nemo_cfg = ASRModel.restore_from(str(checkpoint), return_config=True, map_location=torch.device("cpu"))
     else:
         checkpoint = None
         nemo_cfg = OmegaConf.create(OmegaConf.to_container(cfg.architecture, resolve=True))
-        if not nemo_cfg.tokenizer.dir:
-            raise ValueError("model.init_from is null (from scratch), so model.architecture.tokenizer.dir must name "
-                             "a SentencePiece directory (see data_prep.tokenizer)")
     with open_dict(nemo_cfg):
         # NeMo keeps the restored encoder's lookaheads unless the config it is built from says otherwise.
         nemo_cfg.encoder.att_context_size = OmegaConf.to_container(cfg.att_context_size)

@@ -11,37 +11,13 @@ from lightning.pytorch.loggers import WandbLogger
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from recipes.model import build_model, normalised_probs
+from recipes.checks import RUN_CONFIG, check_finetune
+from recipes.model import build_model
 from recipes.resume import ResumableBatches, newest_complete_checkpoint
 
 log = logging.getLogger(__name__)
 
-RUN_CONFIG = "run_config.yaml"
 FINISHED = "finished.json"  # written when training reached max_steps; scripts skip a finished run by it
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Catch config mistakes before any model is loaded or GPU time is spent."""
-    problems = []
-    for left, right in cfg.model.att_context_size:
-        if right < 0 or left % (right + 1):
-            problems.append(f"model.att_context_size [{left}, {right}]: chunked_limited needs right >= 0 and "
-                            f"left divisible by right + 1 ({right + 1})")
-    try:
-        normalised_probs(cfg.model.att_context_size, cfg.model.att_context_probs)
-    except ValueError as err:
-        problems.append(str(err))
-    init_from = cfg.model.init_from
-    if init_from and init_from.endswith(".nemo") and not Path(init_from).is_file():
-        problems.append(f"model.init_from={init_from}: no such .nemo file")
-    for key in ("input_cfg", "cuts_path", "manifest_filepath"):
-        path = cfg.data.train_ds.get(key)
-        if isinstance(path, str) and not Path(path).exists():
-            problems.append(f"data.train_ds.{key}={path}: not found (run data_prep first)")
-    if cfg.trainer.get("max_steps", -1) <= 0:
-        problems.append("trainer.max_steps must be > 0: Lhotse dataloaders have no length, so steps bound training")
-    if problems:
-        raise ValueError("Invalid configuration:\n  - " + "\n  - ".join(problems))
 
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:
@@ -86,7 +62,7 @@ def build_loggers(logger_cfg: DictConfig, run_dir: Path) -> list:
 
 def train(cfg: DictConfig) -> pl.Trainer:
     """Build everything from ``cfg`` and fit; returns the finished trainer."""
-    check_config(cfg)
+    check_finetune(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,11 @@
 """Shared fixtures: a small demo corpus, prepared with the real data_prep path, in a scratch working directory."""
+import io
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 
 from recipes import register_resolvers
@@ -39,3 +42,17 @@ def demo_workdir(tmp_path_factory):
         lines = Path("data/demo_corpus/general/train.jsonl").read_text().splitlines()
         train_sentencepiece([json.loads(line)["text"] for line in lines], "data/tokenizers/demo_general", 64)
     return workdir
+
+
+def nemo_with(path: Path, edit) -> Path:
+    """A copy of the demo base model whose model_config.yaml went through ``edit`` (weights untouched)."""
+    with tarfile.open(BASE_MODEL) as src, tarfile.open(path, "w") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read() if member.isfile() else None
+            if member.name.endswith("model_config.yaml"):
+                config = yaml.safe_load(data)
+                edit(config)
+                data = yaml.safe_dump(config).encode()
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    return path

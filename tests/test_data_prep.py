@@ -230,7 +230,8 @@ def test_every_bad_row_is_rejected_with_its_reason(tmp_path, tokenizer_dir):
     manifest = write_lines(tmp_path / "train.jsonl", rows)
 
     # several shards on two workers: the pool path is the one exercised here
-    cfg = make_cfg(tmp_path, {"train": [str(manifest)]}, f"tokenizer={tokenizer_dir}", "filters.max_duration=9.0",
+    cfg = make_cfg(tmp_path, {"train": [str(manifest)]}, f"tokenizer={tokenizer_dir}", "filters.feasibility=ctc",
+                   "filters.max_duration=9.0",
                    "shar.shard_size=5", "num_workers=2")
     summary = prepare_corpus(cfg)["splits"]["train"]
 
@@ -249,6 +250,42 @@ def test_every_bad_row_is_rejected_with_its_reason(tmp_path, tokenizer_dir):
     assert stereo.sampling_rate == 16000 and stereo.load_audio().shape == (1, 32000)  # resampled, down-mixed
     stereo_src = next(c for c in cuts if c.supervisions[0].text == "a stereo recording")
     assert stereo_src.load_audio().shape == (1, 32000)  # the manifest loads it as 16 kHz mono too
+
+
+def test_feasibility_rule_follows_the_reference_model(tmp_path, tokenizer_dir):
+    """frames >= tokens only for a model with a CTC head; an RNNT-only model may emit up to max_symbols tokens
+    per frame; summary.json says which rule ran."""
+    from tests.conftest import BASE_MODEL, nemo_with
+
+    def rnnt_only(cfg):
+        cfg.pop("aux_ctc")
+        cfg["target"] = "nemo.collections.asr.models.rnnt_bpe_models.EncDecRNNTBPEModel"
+
+    tone(tmp_path / "audio" / "short.wav", 0.5)
+    dense = "zq xj vk wp qz"  # 0.5 s = 6 encoder frames, more tokens than that, 28 chars/s
+    assert 6 < len(load_sentencepiece(BASE_MODEL).encode(dense)) <= 10 * 6
+    manifest = write_lines(tmp_path / "train.jsonl", [{"audio_filepath": "audio/short.wav", "duration": 0.5, "text": dense}])
+    rnnt = nemo_with(tmp_path / "rnnt.nemo", rnnt_only)
+
+    def run(*overrides):
+        summary = prepare_corpus(make_cfg(tmp_path, {"train": [str(manifest)]}, *overrides))
+        assert summary["feasibility"] == summary["splits"]["train"]["feasibility"]
+        return summary["splits"]["train"]["rows"]["kept"], summary["feasibility"]
+
+    kept, rule = run(f"tokenizer={BASE_MODEL}")  # the demo base model: RNNT + auxiliary CTC head
+    assert kept == 0 and rule["rule"] == "ctc" and "EncDecHybridRNNTCTCBPEModel) has a CTC head" in rule["why"]
+    kept, rule = run(f"tokenizer={rnnt}")
+    assert kept == 1 and rule == {"rule": "rnnt", "max_symbols": 10, "why": "rnnt.nemo (EncDecRNNTBPEModel) has no "
+                                  "CTC head", "encoder_frame_s": 0.08}
+    kept, rule = run(f"tokenizer={rnnt}", "filters.max_symbols=1")
+    assert kept == 0 and rule["max_symbols"] == 1
+    assert "tokens > 1 x 6 encoder frames" in read_rejects(split_out(tmp_path) / "rejects.jsonl")[0]["detail"]
+    assert run()[1]["rule"] is None  # no tokenizer: no token counts, no check
+    with pytest.raises(DataPrepError, match="filters.feasibility=auto reads the model's heads from tokenizer=<.nemo>"):
+        prepare_corpus(make_cfg(tmp_path, {"train": [str(manifest)]}, f"tokenizer={tokenizer_dir}"))
+    with pytest.raises(DataPrepError, match="filters.max_symbols=None: the rnnt rule needs"):
+        prepare_corpus(make_cfg(tmp_path, {"train": [str(manifest)]}, f"tokenizer={tokenizer_dir}",
+                                "filters.feasibility=rnnt"))
 
 
 def test_split_with_nothing_kept_still_finishes(tmp_path):
