@@ -22,6 +22,12 @@ from tests.conftest import BASE_MODEL, CONF, REPO, compose_config, nemo_with
 CLI_TIMEOUT = 240  # seconds per command (the machine is shared); subprocess.run kills it past that
 
 
+@pytest.fixture(autouse=True)
+def in_demo_workdir(demo_workdir, monkeypatch):
+    """Run where the demo data lies, as the recipes do: the blend's Shar paths are relative, like NeMo reads them."""
+    monkeypatch.chdir(demo_workdir)
+
+
 def finetune_problems(workdir: Path, *overrides: str) -> list[str]:
     cfg = compose_config(CONF, "finetune", ["experiment=demo_finetune", f"paths.root_dir={workdir}",
                                             f"model.init_from={BASE_MODEL}", *overrides])
