@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 stage=${STAGE:-1}
-stop_stage=${STOP_STAGE:-8}
+stop_stage=${STOP_STAGE:-9}
 base_model=models/demo_base.nemo
 out=exp/demo
 mkdir -p "$out"
@@ -33,7 +33,7 @@ if run 3 && [[ ! -f $base_model ]]; then
   python -m data_prep.train_tokenizer
   python -m recipes.finetune experiment=demo_pretrain
   python -m recipes.export run_dir=exp/demo_pretrain checkpoint="${BASE_CHECKPOINT:-step002484}" \
-      output=$base_model fp16_weights=true
+      nemo.output=$base_model nemo.fp16_weights=true
 fi
 
 if run 4 && [[ ! -f $out/base_wer.json ]]; then
@@ -47,9 +47,10 @@ if run 5 && [[ ! -f exp/demo_finetune/finished.json ]]; then
   python -m recipes.finetune experiment=demo_finetune
 fi
 
-if run 6 && [[ ! -f exp/demo_finetune/model.nemo ]]; then
-  log 6 "export the fine-tuned model to .nemo"
-  python -m recipes.export run_dir=exp/demo_finetune
+if run 6 && [[ ! -f exp/demo_finetune/onnx/parity.json ]]; then
+  log 6 "export: average the last 2 checkpoints (streamed, reported); last.ckpt to a checked .nemo and to ONNX"
+  python -m recipes.export run_dir=exp/demo_finetune average.select=last average.num=2 \
+      onnx.output_dir=exp/demo_finetune/onnx
 fi
 
 if run 7 && [[ ! -f $out/finetuned_wer.json ]]; then
@@ -60,4 +61,12 @@ fi
 if run 8; then
   log 8 "base vs fine-tuned"
   python -m scripts.compare_wer base=$out/base_wer.json fine-tuned=$out/finetuned_wer.json | tee $out/RESULTS.md
+fi
+
+if run 9; then
+  log 9 "results card of the run (exp/demo_finetune/RESULTS.md)"
+  python -m recipes.export.card run_dir=exp/demo_finetune base_report=$out/base_wer.json \
+      exported_report=$out/finetuned_wer.json \
+      'commands=["python -m data_prep.demo_corpus","python -m data_prep corpus=demo_general",'\
+'"python -m data_prep corpus=demo_target","python -m data_prep.blend blend=demo_replay"]'
 fi

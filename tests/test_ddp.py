@@ -98,7 +98,7 @@ def test_0_6b_bf16_fine_tune_with_streaming_evaluation_then_export(demo_workdir)
     streaming evaluation on, then exported and restored."""
     from nemo.collections.asr.models import ASRModel
 
-    from recipes.exporting import export_nemo
+    from recipes.export.nemo import export_nemo
     from recipes.training import train
 
     overrides = ["experiment=demo_finetune", "model=nemotron_streaming_0.6b", "model.init_from=null",

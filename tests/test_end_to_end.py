@@ -7,7 +7,7 @@ import torch
 from tbparse import SummaryReader
 
 from recipes.evaluation import load_eval_set
-from recipes.exporting import export_nemo
+from recipes.export.nemo import export_nemo
 from recipes.inference import load_model
 from recipes.rnnt_loss import VectorizedRNNTLoss
 from recipes.streaming import StreamingRecognizer

@@ -1,0 +1,108 @@
+"""A checkpoint as a self-contained, checked ``.nemo`` (weights, config, tokenizer).
+
+The ``.nemo`` carries the default lookahead and decoding config chosen at export: NeMo builds a restored encoder with
+the first entry of ``encoder.att_context_size`` as its default, so the chosen lookahead is moved to the front (its
+training weight with it), and the decoding config is the one ``change_decoding_strategy`` leaves in the model config.
+It is written under a temporary name, restored with ``ASRModel.restore_from``, streamed on a few utterances at every
+lookahead, and renamed into place only if its tokens equal the checkpoint's.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from nemo.collections.asr.models import ASRModel
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from recipes.errors import UsageError
+from recipes.export.checkpoints import resolve_checkpoint, run_dev_sets
+from recipes.inference import load_model
+from recipes.streaming import StreamingRecognizer, lookahead_ms
+
+log = logging.getLogger(__name__)
+
+
+def set_default_lookahead(model, att_context_size: Sequence[int]) -> None:
+    """Make ``att_context_size`` the model's default now and in the config it is saved with."""
+    lookaheads = [list(la) for la in model.encoder.att_context_size_all]
+    chosen = list(att_context_size)
+    if chosen not in lookaheads:
+        raise UsageError(f"nemo.default_lookahead={chosen}: the model streams with {lookaheads} only")
+    order = [lookaheads.index(chosen)] + [i for i, la in enumerate(lookaheads) if la != chosen]
+    probs = model.cfg.encoder.get("att_context_probs")
+    with open_dict(model.cfg):
+        model.cfg.encoder.att_context_size = [lookaheads[i] for i in order]
+        if probs is not None:
+            model.cfg.encoder.att_context_probs = [float(probs[i]) for i in order]
+    model.encoder.set_default_att_context_size(chosen)
+
+
+def set_decoding(model, overrides: DictConfig | dict) -> None:
+    """Merge ``overrides`` into the model's (RNNT) decoding config, e.g. ``{greedy: {max_symbols: 1}}``."""
+    decoding = OmegaConf.merge(model.cfg.decoding, OmegaConf.create(overrides))
+    if hasattr(model, "ctc_decoder"):  # hybrid RNNT + CTC: streaming uses the RNNT branch
+        model.change_decoding_strategy(decoding, decoder_type="rnnt", verbose=False)
+    else:
+        model.change_decoding_strategy(decoding, verbose=False)
+
+
+def streaming_tokens(model, audios: Sequence[np.ndarray]) -> dict[str, list[list[int]]]:
+    """Streaming tokens at every lookahead of the model, keyed ``<ms>ms``."""
+    recognizer = StreamingRecognizer(model, batch_size=len(audios))
+    features = recognizer.features(audios)
+    return {f"{lookahead_ms(la)}ms": recognizer.stream(audios, la, features).tokens
+            for la in model.encoder.att_context_size_all}
+
+
+def prepare_model(run_dir: str | Path, checkpoint: str, default_lookahead: Sequence[int] | None = None,
+                  decoding: dict | None = None):
+    """The checkpoint's model with the chosen default lookahead and decoding config applied."""
+    model = load_model(str(resolve_checkpoint(run_dir, checkpoint)))
+    if default_lookahead is not None:
+        set_default_lookahead(model, default_lookahead)
+    if decoding:
+        set_decoding(model, decoding)
+    return model
+
+
+def save_checked(model, output: str | Path, check_audios: Sequence[np.ndarray], fp16_weights: bool = False) -> Path:
+    """Save ``model`` to ``output`` atomically, after checking that the restored file streams the same tokens as
+    ``model`` on ``check_audios`` at every lookahead. ``fp16_weights`` halves the file; the check then compares with
+    the weights as stored (rounded to float16), which is what restoring gives."""
+    output = Path(output).resolve()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.stem}.partial.nemo")
+    if fp16_weights:
+        model.half()
+    model.save_to(str(partial))
+    model.float()
+    try:
+        restored = ASRModel.restore_from(str(partial), map_location=torch.device("cpu")).to(model.device).eval()
+        expected, got = streaming_tokens(model, check_audios), streaming_tokens(restored, check_audios)
+        differing = [key for key in expected if expected[key] != got.get(key)]
+        if differing or list(restored.encoder.att_context_size) != list(model.encoder.att_context_size):
+            raise RuntimeError(f"{partial}: restored model streams differently from the checkpoint at {differing} "
+                               f"(default lookahead {restored.encoder.att_context_size}); not written to {output}")
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, output)
+    log.info("Exported %s (restored and checked on %d utterances at %s)", output, len(check_audios),
+             ", ".join(expected))
+    return output
+
+
+def export_nemo(run_dir: str | Path, checkpoint: str, output: str | Path, fp16_weights: bool = False,
+                default_lookahead: Sequence[int] | None = None, decoding: dict | None = None,
+                check_audios: Sequence[np.ndarray] | None = None) -> Path:
+    """Rebuild the run's model as training built it, load the checkpoint's weights and write a checked ``.nemo``
+    that ``ASRModel.restore_from`` loads on its own. ``check_audios``: default the first 4 utterances of the run's
+    first dev set."""
+    model = prepare_model(run_dir, checkpoint, default_lookahead, decoding)
+    if check_audios is None:
+        check_audios = run_dev_sets(run_dir, max_utterances=4)[0].audios
+    return save_checked(model, output, check_audios, fp16_weights)

@@ -1,0 +1,108 @@
+"""The export stage of a run, as ``conf/export.yaml`` describes it: pick or average a checkpoint, write the checked
+``.nemo``, and optionally the ONNX files with their parity report."""
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from recipes.errors import UsageError
+from recipes.evaluation import load_eval_set
+from recipes.export.checkpoints import (AVERAGED_DIR, RankBy, average_checkpoints, best_checkpoints, last_checkpoints,
+                                        report_checkpoint, resolve_checkpoint, run_config, run_dev_sets)
+from recipes.export.nemo import prepare_model, save_checked
+from recipes.export.onnx import export_onnx
+from recipes.export.onnx_streaming import compare_runtimes, runtime_table
+from recipes.streaming import lookahead_ms
+
+log = logging.getLogger(__name__)
+
+PARITY_REPORT = "parity.json"
+EXPORT_RECORD = "export.json"  # in the run directory: what the last export wrote, and the command that wrote it
+
+
+def rank_by(cfg: DictConfig) -> RankBy:
+    """``cfg.rank_by`` with the run's first dev set and default lookahead filled in where null."""
+    run = run_config(cfg.run_dir)
+    sets = list(run.callbacks.checkpoint.eval_sets or {})
+    name = cfg.rank_by.set or (sets[0] if sets else None)
+    ms = cfg.rank_by.lookahead_ms or lookahead_ms(run.model.att_context_size[0])
+    if cfg.rank_by.metric not in ("wer", "wer_normalized"):
+        raise UsageError(f"rank_by.metric={cfg.rank_by.metric}: use wer or wer_normalized")
+    return RankBy(name, int(ms), cfg.rank_by.metric)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Config mistakes, before any model is loaded."""
+    run_config(cfg.run_dir)
+    select = cfg.average.select
+    if select not in (None, "last", "best"):
+        raise UsageError(f"average.select={select}: use last, best or null (no averaging)")
+    if select and int(cfg.average.num) < 2:
+        raise UsageError(f"average.num={cfg.average.num}: averaging needs at least 2 checkpoints")
+    if cfg.checkpoint == "averaged" and not select:
+        raise UsageError("checkpoint=averaged needs average.select=last or best")
+    if cfg.checkpoint not in ("best", "averaged"):
+        resolve_checkpoint(cfg.run_dir, cfg.checkpoint)
+    if cfg.check.data is not None and not Path(cfg.check.data).is_file():
+        raise UsageError(f"check.data={cfg.check.data}: no such cuts file")
+
+
+def average(cfg: DictConfig) -> Path:
+    """Average the checkpoints ``cfg.average`` selects into ``<run_dir>/averaged/`` and stream it like any
+    checkpoint (report beside it)."""
+    num = int(cfg.average.num)
+    if cfg.average.select == "last":
+        paths, name = last_checkpoints(cfg.run_dir, num), f"last{num}"
+    else:
+        by = rank_by(cfg)
+        paths, name = best_checkpoints(cfg.run_dir, by, num), f"best{num}-{by.set}-{by.lookahead_ms}ms"
+    output = average_checkpoints(paths, Path(cfg.run_dir) / AVERAGED_DIR / f"{name}.ckpt")
+    report_checkpoint(cfg.run_dir, output, {"averaged_from": [str(p) for p in paths]})
+    return output
+
+
+def chosen_checkpoint(cfg: DictConfig, averaged: Path | None) -> Path:
+    if cfg.checkpoint == "averaged":
+        return averaged
+    if cfg.checkpoint == "best":
+        return best_checkpoints(cfg.run_dir, rank_by(cfg), 1)[0]
+    return resolve_checkpoint(cfg.run_dir, cfg.checkpoint)
+
+
+def check_sets(cfg: DictConfig):
+    if cfg.check.data is not None:
+        return [load_eval_set("check", cfg.check.data, cfg.check.max_utterances)]
+    return run_dev_sets(cfg.run_dir, cfg.check.max_utterances)
+
+
+def run(cfg: DictConfig) -> dict:
+    """Returns what was written: ``{"checkpoint", "averaged", "nemo", "onnx", "parity"}`` (paths, None if not)."""
+    validate(cfg)
+    averaged = average(cfg) if cfg.average.select else None
+    checkpoint = chosen_checkpoint(cfg, averaged)
+    decoding = OmegaConf.to_container(cfg.nemo.decoding) if cfg.nemo.decoding else None
+    lookahead = list(cfg.nemo.default_lookahead) if cfg.nemo.default_lookahead else None
+    model = prepare_model(cfg.run_dir, str(checkpoint), lookahead, decoding)
+    sets = check_sets(cfg)
+    nemo = save_checked(model, cfg.nemo.output, sets[0].audios, cfg.nemo.fp16_weights)
+    written = {"checkpoint": str(checkpoint), "averaged": str(averaged) if averaged else None, "nemo": str(nemo),
+               "onnx": None, "parity": None}
+    if cfg.onnx.output_dir:
+        out = Path(cfg.onnx.output_dir)
+        export_onnx(model, out, int8=cfg.onnx.int8)
+        parity = compare_runtimes(model, out, sets, sherpa=cfg.onnx.sherpa)
+        (out / PARITY_REPORT).write_text(json.dumps(parity, indent=1))
+        print(runtime_table(parity))
+        mismatches = sum(e["token_mismatches"] for by in parity.values() for e in by.values())
+        if mismatches:
+            raise RuntimeError(f"{out}: onnxruntime tokens differ from the PyTorch engine's on {mismatches} "
+                               f"utterance-lookaheads (see {out / PARITY_REPORT})")
+        written.update(onnx=str(out), parity=str(out / PARITY_REPORT))
+    command = "python -m recipes.export " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    (Path(cfg.run_dir) / EXPORT_RECORD).write_text(json.dumps({**written, "command": command}, indent=1))
+    return written
