@@ -441,9 +441,9 @@ def scratch_problems(model: DictConfig) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ entry points
 
-def check_finetune(cfg: DictConfig) -> Path | None:
-    """Every check of a fine-tuning config, in seconds and before any model is built. Returns the init
-    checkpoint (None from scratch); raises :class:`UsageError` with one line per mistake."""
+def check_finetune(cfg: DictConfig) -> None:
+    """Every check of a fine-tuning config, in seconds and before any model is built; raises
+    :class:`UsageError` with one line per mistake."""
     problems = missing_values(cfg)
     raise_problems(problems)
     model = cfg.model
@@ -474,7 +474,6 @@ def check_finetune(cfg: DictConfig) -> Path | None:
     if not problems:
         problems += init_checkpoint_problems(model, checkpoint) if checkpoint else scratch_problems(model)
     raise_problems(problems)
-    return checkpoint
 
 
 def check_evaluate(cfg: DictConfig, model_file: bool = True) -> None:

@@ -224,7 +224,7 @@ def test_memory_preflight_leaves_training_bit_identical(demo_workdir, monkeypatc
     for enabled in (True, False):
         cfg = compose_config(CONF, "finetune", [
             "experiment=demo_finetune", f"run_name=preflight_{enabled}", "resume=false", f"model.init_from={BASE_MODEL}",
-            "logger=none", "~callbacks.lr_monitor", "~callbacks.checkpoint", "trainer.enable_checkpointing=false",
+            "logger=none", "~callbacks.lr_monitor", "~callbacks.checkpoint", "+trainer.enable_checkpointing=false",
             "trainer.max_steps=2", "trainer.limit_train_batches=2", "+trainer.limit_val_batches=0",
             "data.train_ds.batch_duration=12", f"callbacks.preflight.enabled={str(enabled).lower()}"])
         weights[enabled] = train(cfg).lightning_module.state_dict()
