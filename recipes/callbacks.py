@@ -6,14 +6,15 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import torch
 import torch.distributed as dist
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from recipes.evaluation import (EvalSet, load_eval_set, stream_sets, summarise, wer_metrics, word_error_rates,
+from recipes.evaluation import (EvalSet, load_eval_set, stream_sets, summarise, wer_metrics, word_error_counts,
                                 write_report)
 from recipes.reports import update_run_reports
-from recipes.streaming import StreamingRecognizer, lookahead_ms
+from recipes.streaming import StreamingRecognizer, lookahead_ms, resync_position_encoding
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,9 @@ class StreamingEvalCheckpoint(ModelCheckpoint):
                                for name, path in self.eval_set_paths.items()]
         recognizer = StreamingRecognizer(trainer.lightning_module, batch_size=self.batch_size)
         shares = [es.shard(trainer.global_rank, trainer.world_size) for es in self._eval_sets]
-        per_set = summarise(_gather(stream_sets(recognizer, shares, self.lookaheads), trainer.world_size))
+        streamed = stream_sets(recognizer, shares, self.lookaheads)
+        resync_position_encoding(trainer.lightning_module)
+        per_set = summarise(_gather(streamed, trainer.world_size))
         seconds = time.perf_counter() - start
         report = {"step": trainer.global_step, "epoch": trainer.current_epoch, "eval_seconds": seconds, "sets": per_set}
         metrics = wer_metrics(per_set)
@@ -118,7 +121,12 @@ class LookaheadValidationWER(Callback):
             self._hyps[f"{lookahead_ms(la)}ms"] += recognizer.offline(audios, la).texts
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module) -> None:
-        if not self._refs:
-            return
-        for key, hyps in self._hyps.items():
-            pl_module.log(f"val_wer/{key}", word_error_rates(self._refs, hyps)["wer"], sync_dist=True)
+        # Every rank takes part in the same collectives, also one that saw no validation batch (else the others
+        # would wait for it forever); the WER is the corpus WER over all ranks' errors and reference words.
+        resync_position_encoding(pl_module)
+        counts = torch.tensor([word_error_counts(self._refs, hyps) for hyps in self._hyps.values()],
+                              dtype=torch.float64, device=pl_module.device)
+        counts = trainer.strategy.reduce(counts, reduce_op="sum")
+        for key, (errors, words) in zip(self._hyps, counts.tolist()):
+            if words:
+                pl_module.log(f"val_wer/{key}", errors / words)

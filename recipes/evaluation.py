@@ -57,6 +57,15 @@ def word_error_rates(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, floa
     }
 
 
+def word_error_counts(refs: Sequence[str], hyps: Sequence[str]) -> tuple[int, int]:
+    """(word errors, reference words) as written, so WERs of several shards add up to the WER of their union."""
+    pairs = [(r, h) for r, h in zip(refs, hyps) if r.strip()]
+    if not pairs:
+        return 0, 0
+    out = jiwer.process_words([r for r, _ in pairs], [h for _, h in pairs])
+    return out.substitutions + out.deletions + out.insertions, out.hits + out.substitutions + out.deletions
+
+
 def entry_of(eval_set: EvalSet, att_context_size: Sequence[int], streamed: Transcripts,
              offline: Transcripts | None = None) -> dict:
     """One set at one lookahead: per-utterance hypotheses and latencies, and the compute they took.

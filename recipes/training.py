@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from recipes.model import build_model, normalised_probs
+from recipes.resume import ResumableBatches, newest_complete_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +43,28 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:
-    """``ckpt_path`` when given; else, with ``resume`` on, the newest of ``<run_dir>/checkpoints/last.ckpt`` and
-    the ``hpc_ckpt_*.ckpt`` Lightning writes when SLURM signals preemption (SIGUSR1)."""
+    """``ckpt_path`` when given; else, with ``resume`` on, the run's newest complete checkpoint (see
+    :func:`recipes.resume.newest_complete_checkpoint`)."""
     if cfg.ckpt_path:
         return cfg.ckpt_path
-    run_dir = Path(cfg.paths.run_dir)
-    candidates = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
-    if not cfg.resume or not candidates:
-        return None
-    newest = max(candidates, key=lambda p: p.stat().st_mtime)
-    log.info("Resuming from %s", newest)
-    return str(newest)
+    newest = newest_complete_checkpoint(Path(cfg.paths.run_dir)) if cfg.resume else None
+    if newest is not None:
+        log.info("Resuming from %s", newest)
+    return None if newest is None else str(newest)
+
+
+def train_data_config(train_ds: DictConfig, trainer: pl.Trainer) -> DictConfig:
+    """The training loader's config for this rank, resolved (NeMo keeps it in the model config).
+
+    ``shard_seed: randomized`` gives each Lhotse dataloader worker its own shard order, but with ``num_workers: 0``
+    Lhotse takes the seed from Python's global RNG state, which is the same on every rank: each rank would read
+    the same batches. An iterable (Shar, ``input_cfg``) loader then gets ``seed + rank`` instead; a map-style
+    one (``cuts_path``) is split across ranks by its sampler, which needs the same seed everywhere."""
+    resolved = OmegaConf.to_container(train_ds, resolve=True)
+    iterable = any(resolved.get(key) for key in ("input_cfg", "shar_path", "is_tarred"))
+    if resolved.get("shard_seed") == "randomized" and not resolved.get("num_workers") and iterable:
+        resolved["shard_seed"] = resolved["seed"] + trainer.global_rank
+    return OmegaConf.create(resolved)
 
 
 def build_loggers(logger_cfg: DictConfig, run_dir: Path) -> list:
@@ -82,9 +94,10 @@ def train(cfg: DictConfig) -> pl.Trainer:
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg.logger, run_dir))
     model = build_model(cfg.model, trainer)
     # NeMo stores these in the model config: hand it resolved copies, free of this config's interpolations.
-    model.setup_training_data(OmegaConf.create(OmegaConf.to_container(cfg.data.train_ds, resolve=True)))
+    model.setup_training_data(train_data_config(cfg.data.train_ds, trainer))
     model.setup_validation_data(OmegaConf.create(OmegaConf.to_container(cfg.data.validation_ds, resolve=True)))
-    trainer.fit(model, ckpt_path=resume_checkpoint(cfg))
+    # NeMo keeps the loader it built in _train_dl; Lightning gets it as a resumable stream.
+    trainer.fit(model, train_dataloaders=ResumableBatches(model._train_dl, trainer), ckpt_path=resume_checkpoint(cfg))
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             logger.experiment.finish()  # else a later training in this process would log into this run
