@@ -9,7 +9,7 @@ through ``SLURM_CONF`` (``cluster.env``). There is no slurmdbd: job records come
 
 By hand (Debian/Ubuntu: ``apt-get install -y slurm-wlm munge``; root, or a user that owns the spool)::
 
-    python -m tests.slurm_cluster /tmp/slurm      # runs until Ctrl-C
+    python -m tests.slurm_cluster /tmp/slurm      # runs until Ctrl-C (or SIGTERM)
     export SLURM_CONF=/tmp/slurm/slurm.conf       # in another shell: sinfo, sbatch, sacct -c ...
 """
 from __future__ import annotations
@@ -195,7 +195,9 @@ class SlurmCluster:
 
 def main(root: str) -> None:
     cluster = SlurmCluster(Path(root)).start()
-    print(f"Slurm is up: export SLURM_CONF={cluster.conf}   (Ctrl-C stops it)", flush=True)
+    print(f"Slurm is up: export SLURM_CONF={cluster.conf}   (Ctrl-C or SIGTERM stops it)", flush=True)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         signal.pause()
     except KeyboardInterrupt:
