@@ -104,7 +104,7 @@ class SlurmCluster:
             # Fast for tests: schedule on every event, short grace between SIGTERM and SIGKILL.
             "SchedulerType=sched/builtin",
             "KillWait=5",
-            "MinJobAge=600",
+            "MinJobAge=3600",  # `scontrol show job` keeps finished jobs this long
             "InactiveLimit=0",
             "SlurmdParameters=config_overrides",  # take CPUs from here, whatever the machine reports
             f"NodeName=localhost CPUs={self.cpus} State=UNKNOWN",
@@ -188,9 +188,10 @@ class SlurmCluster:
         return fields
 
     def records(self, job_id: str) -> list[dict[str, str]]:
-        """One record per finished run of the job, from ``sacct --completion``: JobID, State, ExitCode."""
-        out = self.run("sacct", "--completion", "-j", str(job_id), "-P", "-n", "-o", "JobID,State,ExitCode")
-        return [dict(zip(("JobID", "State", "ExitCode"), line.split("|"))) for line in out.splitlines() if line]
+        """One record per finished run of the job, from ``sacct --completion``: JobID, State, ExitCode, Start, End."""
+        fields = ("JobID", "State", "ExitCode", "Start", "End")
+        out = self.run("sacct", "--completion", "-j", str(job_id), "-P", "-n", "-o", ",".join(fields))
+        return [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line]
 
 
 def main(root: str) -> None:

@@ -126,7 +126,7 @@ def test_two_task_finetune_completes_with_checkpoints_and_evaluations(slurm, pip
     run_dir, ids = pipeline
     job = wait_for(slurm, ids["finetune"], run_dir / "slurm" / f"finetune-{ids['finetune']}.out", TRAINING_TIMEOUT)
     assert job["JobState"] == "COMPLETED"
-    assert slurm.records(ids["finetune"]) == [{"JobID": ids["finetune"], "State": "COMPLETED", "ExitCode": "0:0"}]
+    assert [(r["State"], r["ExitCode"]) for r in slurm.records(ids["finetune"])] == [("COMPLETED", "0:0")]
     log = (run_dir / "slurm" / f"finetune-{ids['finetune']}.out").read_text()
     assert "MEMBER: 1/2" in log and "MEMBER: 2/2" in log  # two ranks, one per srun task
     assert "training exited with 0" in log
@@ -204,10 +204,10 @@ def test_export_and_evaluation_chained_after_training(slurm, pipeline):
     run_dir, ids = pipeline
     job = wait_for(slurm, ids["evaluate"], run_dir / "slurm" / f"evaluate-{ids['evaluate']}.out", 300)
     assert job["JobState"] == "COMPLETED"
-    jobs = {name: slurm.job(job_id) for name, job_id in ids.items()}
+    records = {name: slurm.records(job_id) for name, job_id in ids.items()}
     for before, after in (("finetune", "export"), ("export", "evaluate")):  # afterok: one after the other
-        assert jobs[after]["StartTime"] >= jobs[before]["EndTime"]
-        assert slurm.records(ids[after]) == [{"JobID": ids[after], "State": "COMPLETED", "ExitCode": "0:0"}]
+        (first,), (then,) = records[before], records[after]
+        assert (then["State"], then["ExitCode"]) == ("COMPLETED", "0:0") and then["Start"] >= first["End"]
     assert (run_dir / "model.nemo").stat().st_size > 0
     report = json.loads((run_dir / "model.nemo.stream_wer.json").read_text())
     assert report["model"] == str(run_dir / "model.nemo")
