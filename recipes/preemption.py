@@ -5,7 +5,9 @@ The contract for schedulers and scripts: exit status 0 means training finished; 
 
 - The handler only sets a flag; the checkpoint is written at the start of the next batch that begins an optimizer
   step (never inside the handler: Lightning #21406 reports hangs when saving there; never in the middle of a
-  gradient accumulation, whose partial gradients a checkpoint does not hold).
+  gradient accumulation, whose partial gradients a checkpoint does not hold), except an epoch's first batch
+  (:func:`recipes.resume.mid_epoch_checkpoint_point`): a signal during the epoch-end evaluation stops the run
+  one step later.
 - Under DDP the flag is all-reduced at every such batch, so all ranks stop at the same step even when only some
   of them got the signal.
 - Bounded: a second SIGTERM exits at once, and ``sigterm_grace_s`` after the first SIGTERM a watchdog thread
@@ -24,7 +26,7 @@ import threading
 
 from lightning.pytorch import Callback, Trainer
 
-from recipes.resume import save_last
+from recipes.resume import mid_epoch_checkpoint_point, save_last
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +35,6 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL from sysexits.h: "try again later"
 
 class Preempted(Exception):
     """Raised out of ``trainer.fit`` once the signal checkpoint is written; the entry point exits with 75."""
-
-
-def at_step_boundary(trainer: Trainer) -> bool:
-    """Whether the batch about to start begins an optimizer step (no gradients half accumulated)."""
-    return trainer.fit_loop.epoch_loop.batch_progress.current.completed % trainer.accumulate_grad_batches == 0
 
 
 class PreemptionCheckpoint(Callback):
@@ -66,7 +63,7 @@ class PreemptionCheckpoint(Callback):
                         f"{EXIT_PREEMPTED}\n".encode())
 
     def on_train_batch_start(self, trainer: Trainer, pl_module, batch, batch_idx: int) -> None:
-        if not at_step_boundary(trainer):
+        if not mid_epoch_checkpoint_point(trainer):
             return
         stop = self.received is not None
         if trainer.world_size > 1:

@@ -13,7 +13,8 @@ Four things make a resumed run bit-identical to an uninterrupted one (``tests/te
   first batch after a resume.
 - **Where a checkpoint is taken.** Mid-epoch checkpoints (every N steps / T minutes, and on a signal, see
   :mod:`recipes.preemption`) are written when a batch *starts*: all of Lightning's counters are then at a finished
-  step (at ``on_train_batch_end`` its batch counter is one short and a resumed epoch would run one batch more).
+  step (at ``on_train_batch_end`` its batch counter is one short and a resumed epoch would run one batch more);
+  never at an epoch's first batch (see :func:`mid_epoch_checkpoint_point`).
 - **Which checkpoint.** :func:`newest_complete_checkpoint` picks the newest checkpoint that loads, skipping a
   truncated one with a warning; :class:`AtomicCheckpointIO` makes truncation by our own writes impossible.
 """
@@ -121,6 +122,14 @@ class ResumableBatches:
         self._batches = None
 
 
+def mid_epoch_checkpoint_point(trainer: Trainer) -> bool:
+    """Whether a mid-epoch checkpoint may be taken as this batch starts: it begins an optimizer step (no gradients
+    half accumulated, which a checkpoint would not hold) and is not an epoch's first batch (resumed from there,
+    Lightning would validate again; the epoch-end checkpoint holds that step anyway)."""
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+    return done > 0 and done % trainer.accumulate_grad_batches == 0
+
+
 def rng_state() -> dict:
     """This process's random number generators, as :func:`set_rng_state` takes them."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
@@ -149,14 +158,16 @@ class RecoveryCheckpoint(Callback):
         self.every_n_steps = every_n_steps
         self.every_minutes = every_minutes
         self._last_save = time.monotonic()
+        self._saved_step = -1
         self._rng_to_restore: dict | None = None
 
     def on_train_batch_start(self, trainer: Trainer, pl_module, batch, batch_idx: int) -> None:
         if self._rng_to_restore is not None:
             set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
-            return  # this batch start was the checkpoint's: saving it again would change nothing
         step = trainer.global_step
+        if step == self._saved_step or not mid_epoch_checkpoint_point(trainer):
+            return  # this step is saved already (e.g. at the epoch's end, or the checkpoint resumed from)
         due_steps = bool(self.every_n_steps) and step > 0 and step % self.every_n_steps == 0
         due_time = bool(self.every_minutes) and time.monotonic() - self._last_save >= 60 * self.every_minutes
         # Ranks' clocks differ: all save if any is due, as the save is collective.
@@ -166,7 +177,7 @@ class RecoveryCheckpoint(Callback):
             save_last(trainer)
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module, checkpoint: dict) -> None:
-        self._last_save = time.monotonic()
+        self._last_save, self._saved_step = time.monotonic(), trainer.global_step
         states = [rng_state()]
         if trainer.world_size > 1:  # every rank runs this; only rank 0 writes the file
             states = [None] * trainer.world_size
@@ -183,6 +194,7 @@ class RecoveryCheckpoint(Callback):
                         len(states), trainer.world_size)
         else:
             self._rng_to_restore = states[trainer.global_rank]
+        self._saved_step = checkpoint["global_step"]
 
 
 def last_checkpoint_path(trainer: Trainer) -> Path:

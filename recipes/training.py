@@ -1,6 +1,7 @@
 """Fine-tuning (or pre-training) of the cache-aware FastConformer-RNNT with plain Lightning."""
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from pathlib import Path
@@ -16,6 +17,7 @@ from recipes.resume import ResumableBatches, newest_complete_checkpoint
 log = logging.getLogger(__name__)
 
 RUN_CONFIG = "run_config.yaml"
+FINISHED = "finished.json"  # written when training reached max_steps; scripts skip a finished run by it
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -53,7 +55,7 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
     return None if newest is None else str(newest)
 
 
-def train_data_config(train_ds: DictConfig, trainer: pl.Trainer) -> DictConfig:
+def train_data_config(train_ds: DictConfig, global_rank: int) -> DictConfig:
     """The training loader's config for this rank, resolved (NeMo keeps it in the model config).
 
     ``shard_seed: randomized`` gives each Lhotse dataloader worker its own shard order, but with ``num_workers: 0``
@@ -63,7 +65,7 @@ def train_data_config(train_ds: DictConfig, trainer: pl.Trainer) -> DictConfig:
     resolved = OmegaConf.to_container(train_ds, resolve=True)
     iterable = any(resolved.get(key) for key in ("input_cfg", "shar_path", "is_tarred"))
     if resolved.get("shard_seed") == "randomized" and not resolved.get("num_workers") and iterable:
-        resolved["shard_seed"] = resolved["seed"] + trainer.global_rank
+        resolved["shard_seed"] = resolved["seed"] + global_rank
     return OmegaConf.create(resolved)
 
 
@@ -90,14 +92,17 @@ def train(cfg: DictConfig) -> pl.Trainer:
     run_dir.mkdir(parents=True, exist_ok=True)
     # The run's own record of what it trained: export and evaluation rebuild the model from it.
     OmegaConf.save(cfg, run_dir / RUN_CONFIG, resolve=True)
+    (run_dir / FINISHED).unlink(missing_ok=True)  # a longer schedule (larger max_steps) makes it unfinished
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg.logger, run_dir))
     model = build_model(cfg.model, trainer)
     # NeMo stores these in the model config: hand it resolved copies, free of this config's interpolations.
-    model.setup_training_data(train_data_config(cfg.data.train_ds, trainer))
+    model.setup_training_data(train_data_config(cfg.data.train_ds, trainer.global_rank))
     model.setup_validation_data(OmegaConf.create(OmegaConf.to_container(cfg.data.validation_ds, resolve=True)))
     # NeMo keeps the loader it built in _train_dl; Lightning gets it as a resumable stream.
     trainer.fit(model, train_dataloaders=ResumableBatches(model._train_dl, trainer), ckpt_path=resume_checkpoint(cfg))
+    if trainer.is_global_zero and trainer.global_step >= cfg.trainer.max_steps:
+        (run_dir / FINISHED).write_text(json.dumps({"step": trainer.global_step}) + "\n")
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             logger.experiment.finish()  # else a later training in this process would log into this run

@@ -41,8 +41,9 @@ if run 4 && [[ ! -f $out/base_wer.json ]]; then
   python -m recipes.evaluate model=$base_model data="$dev_sets" output=$out/base_wer.json
 fi
 
-if run 5 && [[ ! -f exp/demo_finetune/checkpoints/last.ckpt ]]; then
-  log 5 "fine-tune on the target domain (streaming WER after every checkpoint)"
+# finished.json appears only when training reached max_steps: an interrupted fine-tune is resumed, not exported.
+if run 5 && [[ ! -f exp/demo_finetune/finished.json ]]; then
+  log 5 "fine-tune on the target domain (streaming WER after every checkpoint; resumes an interrupted run)"
   python -m recipes.finetune experiment=demo_finetune
 fi
 
