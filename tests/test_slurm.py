@@ -1,8 +1,8 @@
 """The SLURM jobs of ``python -m slurm.submit`` against a real one-node Slurm (tests/slurm_cluster.py).
 
 Two srun tasks (DDP over gloo on CPU) fine-tune the demo model for a few steps: a run that finishes, a run
-interrupted by USR1 and requeued, a run interrupted and continued by a follow-up job, the export and evaluation
-chained after training, and a data-prep job array. Every wait has a deadline (a job still running then is
+interrupted by USR1 and requeued, and a pipeline with requeue off whose training is interrupted and continued by a
+follow-up job, its export and evaluation chained after it; then a data-prep job array. Every wait has a deadline (a job still running then is
 cancelled); the cluster is stopped, and any job left cancelled, at the end of the session.
 
 Where Slurm is not installed or cannot start, these tests skip, unless ``REQUIRE_SLURM=1`` (as ``.ci/run`` sets):
@@ -30,7 +30,7 @@ from tests.slurm_cluster import SlurmCluster, missing_binaries
 
 pytestmark = pytest.mark.slurm
 
-STEPS, EPOCH = 8, 4  # two checkpoints (steps 4 and 8), each with its streaming evaluation
+STEPS, EPOCH = 6, 3  # two checkpoints (steps 3 and 6), each with its streaming evaluation
 TRAIN = [*TINY, f"trainer.max_steps={STEPS}", f"trainer.limit_train_batches={EPOCH}",
          "callbacks.checkpoint.max_utterances=4"]
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
@@ -92,15 +92,14 @@ def wait_for_file(slurm: SlurmCluster, job_id: str, path: Path, log: Path, timeo
 
 
 def interrupt(slurm: SlurmCluster, job_id: str, run_dir: Path, log: Path) -> None:
-    """USR1 to the batch shell, as Slurm sends it before the time limit, once the first checkpoint's streaming
-    evaluation is written: steps 5-8 are still to come."""
-    wait_for_file(slurm, job_id, run_dir / "checkpoints" / f"step{EPOCH:06d}.ckpt.stream_wer.json", log,
-                  TRAINING_TIMEOUT)
+    """USR1 to the batch shell, as Slurm sends it before the time limit, while the first checkpoint is evaluated:
+    the ranks stop one step later, mid-epoch, with steps still to come."""
+    wait_for_file(slurm, job_id, run_dir / "checkpoints" / f"step{EPOCH:06d}.ckpt", log, TRAINING_TIMEOUT)
     slurm.run("scancel", "--signal=USR1", "--batch", job_id)
 
 
 def assert_one_evaluation_per_checkpoint(run_dir: Path) -> None:
-    assert {p.name for p in (run_dir / "checkpoints").glob("step*.ckpt")} == {"step000004.ckpt", "step000008.ckpt"}
+    assert {p.name for p in (run_dir / "checkpoints").glob("step*.ckpt")} == {f"step{s:06d}.ckpt" for s in (EPOCH, STEPS)}
     for step in (EPOCH, STEPS):
         report = json.loads((run_dir / "checkpoints" / f"step{step:06d}.ckpt.stream_wer.json").read_text())
         assert report["step"] == step and set(report["sets"]) == {"target_dev", "general_dev"}
@@ -115,34 +114,33 @@ def final_weights(run_dir: Path):
 
 
 @pytest.fixture(scope="module")
-def pipeline(slurm, demo_workdir):
-    """fine-tune (2 tasks) -> export -> evaluate, submitted at once and chained with afterok."""
-    ids = submit(slurm, demo_workdir, "pipeline", "run_name=slurm_ref", *TRAIN, "evaluate.max_utterances=4")
-    assert list(ids) == ["finetune", "export", "evaluate"]
-    return demo_workdir / "exp" / "slurm_ref", ids
+def reference(slurm, demo_workdir):
+    """The uninterrupted 2-task fine-tune the interrupted ones must match."""
+    return demo_workdir / "exp" / "slurm_ref", submit(slurm, demo_workdir, "finetune", "run_name=slurm_ref", *TRAIN)
 
 
-def test_two_task_finetune_completes_with_checkpoints_and_evaluations(slurm, pipeline):
-    run_dir, ids = pipeline
-    job = wait_for(slurm, ids["finetune"], run_dir / "slurm" / f"finetune-{ids['finetune']}.out", TRAINING_TIMEOUT)
+def test_two_task_finetune_completes_with_checkpoints_and_evaluations(slurm, reference):
+    run_dir, ids = reference
+    log = run_dir / "slurm" / f"finetune-{ids['finetune']}.out"
+    job = wait_for(slurm, ids["finetune"], log, TRAINING_TIMEOUT)
     assert job["JobState"] == "COMPLETED"
     assert [(r["State"], r["ExitCode"]) for r in slurm.records(ids["finetune"])] == [("COMPLETED", "0:0")]
-    log = (run_dir / "slurm" / f"finetune-{ids['finetune']}.out").read_text()
-    assert "MEMBER: 1/2" in log and "MEMBER: 2/2" in log  # two ranks, one per srun task
-    assert "training exited with 0" in log
+    text = log.read_text()
+    assert "MEMBER: 1/2" in text and "MEMBER: 2/2" in text  # two ranks, one per srun task
+    assert "training exited with 0" in text
     assert_one_evaluation_per_checkpoint(run_dir)
     assert checkpoint_weights(run_dir / "checkpoints" / "last.ckpt")[0] == STEPS
 
 
-def test_usr1_requeues_and_the_job_resumes_bit_identically(slurm, demo_workdir, pipeline):
-    reference = final_weights(pipeline[0])
+def test_usr1_requeues_and_the_job_resumes_bit_identically(slurm, demo_workdir, reference):
+    reference = final_weights(reference[0])
     run_dir = demo_workdir / "exp" / "slurm_requeue"
     job_id = submit(slurm, demo_workdir, "finetune", "run_name=slurm_requeue", *TRAIN)["finetune"]
     log = run_dir / "slurm" / f"finetune-{job_id}.out"
     interrupt(slurm, job_id, run_dir, log)
     job = wait_for(slurm, job_id, log, 120, lambda j: j["Restarts"] == "1" and j["JobState"] == "PENDING")
     saved_at, _ = checkpoint_weights(run_dir / "checkpoints" / "last.ckpt")  # the signal checkpoint
-    assert EPOCH <= saved_at < STEPS
+    assert EPOCH < saved_at < STEPS
     # Slurm holds a requeued job for about two minutes before it may start again; release it now.
     slurm.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
     job = wait_for(slurm, job_id, log, TRAINING_TIMEOUT)
@@ -157,21 +155,32 @@ def test_usr1_requeues_and_the_job_resumes_bit_identically(slurm, demo_workdir, 
     assert_one_evaluation_per_checkpoint(run_dir)
 
 
-def test_without_requeue_a_follow_up_job_resumes(slurm, demo_workdir, pipeline):
-    reference = final_weights(pipeline[0])
-    run_dir = demo_workdir / "exp" / "slurm_chain"
-    first = submit(slurm, demo_workdir, "finetune", "run_name=slurm_chain", "cluster.requeue=chain", *TRAIN)["finetune"]
+@pytest.fixture(scope="module")
+def chained(slurm, demo_workdir):
+    """Requeue off: fine-tune (2 tasks) -> export -> evaluate, chained with afterok at submission."""
+    ids = submit(slurm, demo_workdir, "pipeline", "run_name=slurm_chain", "cluster.requeue=chain", *TRAIN,
+                 "evaluate.max_utterances=4")
+    assert list(ids) == ["finetune", "export", "evaluate"]
+    return demo_workdir / "exp" / "slurm_chain", ids
+
+
+def test_without_requeue_a_follow_up_job_resumes(slurm, reference, chained):
+    reference = final_weights(reference[0])
+    run_dir, ids = chained
+    first = ids["finetune"]
     log = run_dir / "slurm" / f"finetune-{first}.out"
     assert "--no-requeue" in (run_dir / "slurm" / "finetune.sbatch").read_text()
     interrupt(slurm, first, run_dir, log)
     job = wait_for(slurm, first, log, 120)
     assert (job["JobState"], job["ExitCode"], job["Restarts"]) == ("FAILED", "75:0", "0")  # not finished
     follow_up = re.search(r"follow-up job (\d+) resumes", log.read_text()).group(1)
+    assert slurm.job(ids["export"])["Dependency"].startswith(f"afterok:{follow_up}")  # moved to the follow-up
     follow_log = run_dir / "slurm" / f"finetune-{follow_up}.out"
     job = wait_for(slurm, follow_up, follow_log, TRAINING_TIMEOUT)
     assert (job["JobState"], job["ExitCode"]) == ("COMPLETED", "0:0")
     assert re.search(r"Resuming from \S*last\.ckpt", follow_log.read_text())
     assert_bit_identical(final_weights(run_dir), reference)
+    assert_one_evaluation_per_checkpoint(run_dir)
 
 
 def test_data_prep_array_of_two_tasks_equals_one_process(slurm, demo_workdir, tmp_path):
@@ -200,14 +209,15 @@ def test_data_prep_array_of_two_tasks_equals_one_process(slurm, demo_workdir, tm
     assert one["splits"]["train"]["rows"]["rejected"] == 2
 
 
-def test_export_and_evaluation_chained_after_training(slurm, pipeline):
-    run_dir, ids = pipeline
+def test_export_and_evaluation_chained_after_training(slurm, chained):
+    run_dir, ids = chained
     job = wait_for(slurm, ids["evaluate"], run_dir / "slurm" / f"evaluate-{ids['evaluate']}.out", 300)
     assert job["JobState"] == "COMPLETED"
-    records = {name: slurm.records(job_id) for name, job_id in ids.items()}
-    for before, after in (("finetune", "export"), ("export", "evaluate")):  # afterok: one after the other
-        (first,), (then,) = records[before], records[after]
-        assert (then["State"], then["ExitCode"]) == ("COMPLETED", "0:0") and then["Start"] >= first["End"]
+    follow_up = re.search(r"follow-up job (\d+)", (run_dir / "slurm" / f"finetune-{ids['finetune']}.out").read_text())
+    order = [follow_up.group(1), ids["export"], ids["evaluate"]]  # afterok: each after the one before
+    (trained,), (exported,), (evaluated,) = (slurm.records(job_id) for job_id in order)
+    for before, after in ((trained, exported), (exported, evaluated)):
+        assert (after["State"], after["ExitCode"]) == ("COMPLETED", "0:0") and after["Start"] >= before["End"]
     assert (run_dir / "model.nemo").stat().st_size > 0
     report = json.loads((run_dir / "model.nemo.stream_wer.json").read_text())
     assert report["model"] == str(run_dir / "model.nemo")
