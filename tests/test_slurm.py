@@ -107,6 +107,13 @@ def assert_one_evaluation_per_checkpoint(run_dir: Path) -> None:
     assert sorted(scalars[scalars.tag == "stream_eval_seconds"].step) == [EPOCH, STEPS]
 
 
+def assert_one_wandb_run(run_dir: Path, processes: int) -> None:
+    """Every training process logged to the run's one wandb id (offline: one folder per process)."""
+    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == processes
+    assert {p.name.rsplit("-", 1)[1] for p in runs} == {(run_dir / "wandb_run_id").read_text().strip()}
+
+
 def final_weights(run_dir: Path):
     step, weights = checkpoint_weights(run_dir / "checkpoints" / f"step{STEPS:06d}.ckpt")
     assert step == STEPS
@@ -153,6 +160,7 @@ def test_usr1_requeues_and_the_job_resumes_bit_identically(slurm, demo_workdir, 
     assert re.search(rf"Resuming from \S*last\.ckpt", text)
     assert_bit_identical(final_weights(run_dir), reference)
     assert_one_evaluation_per_checkpoint(run_dir)
+    assert_one_wandb_run(run_dir, 2)
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +189,7 @@ def test_without_requeue_a_follow_up_job_resumes(slurm, reference, chained):
     assert re.search(r"Resuming from \S*last\.ckpt", follow_log.read_text())
     assert_bit_identical(final_weights(run_dir), reference)
     assert_one_evaluation_per_checkpoint(run_dir)
+    assert_one_wandb_run(run_dir, 2)
 
 
 def test_data_prep_array_of_two_tasks_equals_one_process(slurm, demo_workdir, tmp_path):
