@@ -1,4 +1,5 @@
-"""Real fine-tuning runs as subprocesses (``python -m recipes.finetune``), for the DDP, resume and preemption tests.
+"""Real recipe runs as subprocesses (``python -m recipes.finetune`` / ``recipes.evaluate``), for the DDP, resume and
+preemption tests.
 
 Each run gets its own session, so a timeout or a test failure kills it with all its DDP ranks (``killpg``);
 the ``training_runs`` fixture kills whatever a test left running.
@@ -23,20 +24,18 @@ TINY = ["experiment=demo_finetune", f"model.init_from={BASE_MODEL}", "data.train
         "callbacks.checkpoint.batch_size=8"]
 
 
-class TrainingRun:
-    """One ``recipes.finetune`` process (and the DDP ranks it launches), its output in ``<run_dir>.log``."""
+class RecipeRun:
+    """``python -m <module> <args>`` from ``workdir`` in its own session, output appended to ``log_path``."""
 
-    def __init__(self, workdir: Path, run_name: str, overrides: list[str]):
-        self.run_dir = workdir / "exp" / run_name
-        self.run_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.run_dir.with_suffix(".log")
+    def __init__(self, workdir: Path, module: str, args: list[str], log_path: Path):
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
-        with open(self.log_path, "a") as log:
-            log.write(f"\n=== {' '.join(overrides)}\n")
+        with open(log_path, "a") as log:
+            log.write(f"\n=== {module} {' '.join(args)}\n")
             log.flush()
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "recipes.finetune", f"run_name={run_name}", *TINY, *overrides],
-                cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=workdir, env=env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait(self, timeout: float) -> int:
         """Exit status; on timeout the whole process group is killed and the test fails with the log's tail."""
@@ -73,14 +72,30 @@ class TrainingRun:
         return self.log_path.read_text()[-chars:]
 
 
+class TrainingRun(RecipeRun):
+    """One ``recipes.finetune`` process (and the DDP ranks it launches), its output in ``<run_dir>.log``."""
+
+    def __init__(self, workdir: Path, run_name: str, overrides: list[str]):
+        self.run_dir = workdir / "exp" / run_name
+        super().__init__(workdir, "recipes.finetune", [f"run_name={run_name}", *TINY, *overrides],
+                         self.run_dir.with_suffix(".log"))
+
+
 @pytest.fixture
 def training_runs():
-    """``start(workdir, run_name, overrides)`` starts a run; all are killed (process groups) when the test ends."""
-    runs: list[TrainingRun] = []
+    """``start(workdir, run_name, overrides)`` starts a training run (``start.run(...)``: any ``RecipeRun``); all
+    are killed (process groups) when the test ends."""
+    runs: list[RecipeRun] = []
 
     def start(workdir: Path, run_name: str, overrides: list[str]) -> TrainingRun:
         runs.append(TrainingRun(workdir, run_name, overrides))
         return runs[-1]
+
+    def run(*args) -> RecipeRun:
+        runs.append(RecipeRun(*args))
+        return runs[-1]
+
+    start.run = run
 
     yield start
     for run in runs:

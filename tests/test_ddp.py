@@ -10,10 +10,7 @@ from lhotse import CutSet
 from omegaconf import OmegaConf
 from tbparse import SummaryReader
 
-from recipes.evaluation import load_eval_set, stream_sets, summarise
-from recipes.inference import load_model
 from recipes.preemption import EXIT_PREEMPTED
-from recipes.streaming import StreamingRecognizer
 from recipes.training import train_data_config
 from tests.conftest import BASE_MODEL, CONF, compose_config
 from tests.runs import training_runs  # noqa: F401 (fixture)
@@ -52,9 +49,12 @@ def test_ddp_finetune_finishes_with_one_gathered_streaming_evaluation_per_checkp
 
     # The gathered report equals a single-process evaluation of the same checkpoint: all utterances, same WER.
     report = json.loads((checkpoints / "step000004.ckpt.stream_wer.json").read_text())
-    lookaheads = compose_config(CONF, "finetune", ["experiment=demo_finetune"]).model.att_context_size
-    single_process = summarise(stream_sets(StreamingRecognizer(load_model(str(checkpoints / "step000004.ckpt")), 8),
-                                           [load_eval_set(name, path, 5) for name, path in sets.items()], lookaheads))
+    single_report = run.run_dir / "single_process_wer.json"
+    evaluation = training_runs.run(demo_workdir, "recipes.evaluate", [
+        f"model={checkpoints / 'step000004.ckpt'}", f"data={eval_sets}", "max_utterances=5", "batch_size=8",
+        f"output={single_report}"], run.run_dir / "evaluate.log")
+    assert evaluation.wait(TIMEOUT) == 0, evaluation.log_tail()
+    single_process = json.loads(single_report.read_text())["sets"]
     for name, expected_count in (("target_dev", 5), ("single", 1)):
         for key, expected in single_process[name].items():
             entry = report["sets"][name][key]
