@@ -139,7 +139,7 @@ def finetune_plan(cluster: DictConfig, recipe_args: list[str], then_evaluate: bo
     export_cfg = compose_config(CONF, "export", [f"run_dir={run_dir}", *export_args])
     nemo = Path(export_cfg.output)
     e = c.evaluate
-    resources = [f"--ntasks=1", f"--cpus-per-task={e.cpus_per_task}"] + ([f"--gpus={e.gpus}"] if e.gpus else [])
+    resources = ["--ntasks=1", f"--cpus-per-task={e.cpus_per_task}"] + ([f"--gpus={e.gpus}"] if e.gpus else [])
     command = f"{c.python} -m recipes.export {quoted([f'run_dir={run_dir}', *export_args])}"
     plan.jobs.append(Job("export", r.step(f"export-{cfg.run_name}", f"Export {run_dir} to {nemo}.",
                                           r.sbatch("export", e.time) + resources, command), after="finetune"))

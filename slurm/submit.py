@@ -48,7 +48,7 @@ def sbatch(plan: Plan) -> dict[str, str]:
             raise UsageError(f"sbatch {path}: {done.stderr.strip() or done.returncode}")
         ids[job.name] = done.stdout.strip().split(";")[0]
     if plan.chained:
-        plan.dependents_path.write_text(" ".join(i for j in plan.jobs if j.after == "finetune" for i in [ids[j.name]]))
+        plan.dependents_path.write_text(" ".join(ids[j.name] for j in plan.jobs if j.after == "finetune"))
     return ids
 
 
