@@ -9,6 +9,13 @@ from data_prep.prepare import prepare_corpus
 
 
 def report(summary: dict) -> str:
+    if "part" in summary:
+        index, count = summary["part"]
+        lines = [f"{summary['corpus']}: part {index} of {count} done (merge: the same command with part.count=1)"]
+        for split, s in summary["splits"].items():
+            n = s["shards"]
+            lines.append(f"  {split}: shards {n['mine']} of {n['total']}; reused {n['reused']}, written {n['written']}")
+        return "\n".join(lines)
     lines = [f"{summary['corpus']}: prepared"]
     for split, s in summary["splits"].items():
         rows, hours = s["rows"], s["hours"]

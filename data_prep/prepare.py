@@ -86,19 +86,21 @@ def prepare_split(settings: PrepSettings, split: str, screened: Screened) -> dic
     ]
     for stale in shards.existing_indices(shar_dir, work_dir) - set(range(len(jobs))):
         shards.remove(shar_dir, work_dir, stale)
+    index, count = settings.part
+    mine = shards.share(jobs, index, count)
 
     results, todo = [], []
-    for job in jobs:
+    for job in mine:
         found = shards.reuse(job)
         if found:
             results.append(found)
         else:
             todo.append(job)
     if results:
-        log.info("%s/%s: %d of %d shards already done, reusing them", settings.corpus.name, split, len(results), len(jobs))
+        log.info("%s/%s: %d of %d shards already done, reusing them", settings.corpus.name, split, len(results), len(mine))
 
     with tqdm(
-        total=len(screened.candidates),
+        total=sum(len(job.candidates) for job in mine),
         initial=sum(r.rows for r in results),
         desc=f"{settings.corpus.name}/{split}",
         unit="row",
@@ -106,6 +108,9 @@ def prepare_split(settings: PrepSettings, split: str, screened: Screened) -> dic
     ) as bar:
         results += _run_jobs(todo, settings.num_workers, bar)
     results.sort(key=lambda r: r.index)
+    if count > 1:  # one task of an array: its shards are done; the merge is a later run with part.count=1
+        return {"split": split, "part": [index, count], "shards": {
+            "total": len(jobs), "mine": [job.index for job in mine], "reused": len(mine) - len(todo), "written": len(todo)}}
 
     cuts_path = root / "cuts.jsonl.gz"
     _concatenate([shards.kept_cuts_path(work_dir, r.index) for r in results], cuts_path)
@@ -148,6 +153,7 @@ def prepare_split(settings: PrepSettings, split: str, screened: Screened) -> dic
 
 def prepare_corpus(cfg: Mapping) -> dict:
     """Prepare every split of the configured corpus; returns the corpus summary (also in summary.json).
+    With ``part.count`` > 1, only this part's shards are written, and the summary lists just those.
 
     ``cfg`` is the composed ``conf/data_prep/prepare.yaml`` (a DictConfig or a plain mapping). Raises
     :class:`DataPrepError` for a config or input problem, before anything is written.
@@ -164,6 +170,8 @@ def prepare_corpus(cfg: Mapping) -> dict:
             settings.corpus.name, split, screened[split].rows_in, len(screened[split].rejects),
         )
     splits = {split: prepare_split(settings, split, s) for split, s in screened.items()}
+    if settings.part[1] > 1:
+        return {"corpus": settings.corpus.name, "part": list(settings.part), "splits": splits}
     summary = corpus_summary(settings.corpus.name, splits, settings.resolved, feasibility=feasibility_summary(settings))
     write_json(settings.corpus_dir / "summary.json", summary)
     return summary

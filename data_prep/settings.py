@@ -76,6 +76,7 @@ class PrepSettings:
     tokenizer: Path | None
     num_buckets: int
     progress: bool
+    part: tuple[int, int] = (0, 1)  # (index, count): this run writes only its range of each split's shards
     resolved: dict = field(default_factory=dict, compare=False)  # the config as composed, for summary.json
 
     @property
@@ -278,6 +279,12 @@ def settings_from_cfg(cfg: DictConfig | Mapping) -> PrepSettings:
     out_root = resolved.get("out_root")
     _require(bool(out_root), "out_root must be set")
 
+    part = resolved.get("part") or {}
+    count, index = part.get("count", 1), part.get("index", 0)
+    _require(isinstance(count, int) and count >= 1, f"part.count must be a positive integer (got {count!r})")
+    _require(isinstance(index, int) and 0 <= index < count,
+             f"part.index must be an integer from 0 to part.count - 1 = {count - 1} (got {index!r})")
+
     return PrepSettings(
         corpus=_corpus(resolved.get("corpus")),
         out_root=Path(out_root),
@@ -288,5 +295,6 @@ def settings_from_cfg(cfg: DictConfig | Mapping) -> PrepSettings:
         tokenizer=tokenizer,
         num_buckets=buckets,
         progress=bool(resolved.get("progress", True)),
+        part=(index, count),
         resolved=resolved,
     )

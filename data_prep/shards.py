@@ -58,6 +58,11 @@ def plan(candidates: list[Candidate], shard_size: int) -> list[list[Candidate]]:
     return [candidates[i : i + shard_size] for i in range(0, len(candidates), shard_size)]
 
 
+def share(items: list, index: int, count: int) -> list:
+    """The ``index``-th of ``count`` contiguous, near-equal ranges of ``items`` (some empty when count > len)."""
+    return items[index * len(items) // count : (index + 1) * len(items) // count]
+
+
 def fingerprint(candidates: list[Candidate], checks: AudioChecks) -> str:
     payload = {
         "version": SHARD_FORMAT_VERSION,

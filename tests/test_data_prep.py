@@ -334,6 +334,34 @@ def test_rerun_reuses_finished_shards(tmp_path):
     assert prepare_corpus(changed)["splits"]["train"]["shards"]["written"] == 4
 
 
+def test_parts_then_merge_equal_one_run(tmp_path):
+    """What a job array does (slurm/): each part writes its range of shards, a last run merges them."""
+    tone(tmp_path / "audio" / "long.flac", 12.0)
+    rows = [{"audio_filepath": "audio/long.flac", "offset": float(i), "duration": 1.0, "text": f"segment number {i}"}
+            for i in range(5)] + [{"audio_filepath": "audio/missing.flac", "duration": 1.0, "text": "no audio"}]
+    manifest = write_lines(tmp_path / "train.jsonl", rows)
+    outputs = {}
+    for name, parts in (("one", [None]), ("parts", [0, 1, 2, None])):
+        args = ["shar.shard_size=2", f"out_root={tmp_path / name}"]
+        for index in parts:
+            part = [] if index is None else [f"part.index={index}", "part.count=3"]
+            summary = prepare_corpus(make_cfg(tmp_path, {"train": [str(manifest)]}, *args, *part))
+            if index is not None:
+                assert summary["splits"]["train"]["shards"]["mine"] == [index]
+                assert not (tmp_path / name / "c" / "train" / "cuts.jsonl.gz").exists()
+        root = tmp_path / name / "c" / "train"
+        outputs[name] = (gzip.decompress((root / "cuts.jsonl.gz").read_bytes()), (root / "rejects.jsonl").read_text())
+    assert summary["splits"]["train"]["shards"] == {"total": 3, "reused": 3, "written": 0}
+    assert outputs["parts"] == outputs["one"]
+    assert outputs["one"][1].count("\n") == 1
+
+
+def test_part_index_outside_count_is_one_line(tmp_path):
+    with pytest.raises(DataPrepError, match="part.index must be an integer from 0 to part.count - 1 = 1"):
+        prepare_corpus(make_cfg(tmp_path, {"train": [str(write_lines(tmp_path / "t.jsonl", []))]},
+                                "part.index=2", "part.count=2"))
+
+
 # ------------------------------------------------------------------------------------------ duration bins
 
 
