@@ -49,3 +49,17 @@ def test_concurrency_report_is_well_formed(tmp_path):
         assert all(t["keeps_up"] for t in trials if t["streams"] < result["max_streams"])
         assert result["long"]["streams"] == max(result["max_streams"], 1) and result["long"]["seconds"] == 3
         assert sum(w["steps"] for w in result["long_windows"]) == result["long"]["steps"] == plan.steps(301)
+
+
+def test_320ms_lookahead_streams_exactly_like_offline():
+    """[68, 3], how the benchmarks run 320 ms, is a lookahead the engine streams exactly (it was not trained)."""
+    from recipes.inference import load_model
+    from recipes.streaming import StreamingRecognizer, count_token_differences
+    from scripts.bench_models import LOOKAHEAD_320MS
+
+    rng = np.random.default_rng(0)
+    audios = [(0.05 * rng.standard_normal(int(s * 16000))).astype(np.float32) for s in (7.5, 3.0, 1.2)]
+    recognizer = StreamingRecognizer(load_model(str(BASE_MODEL)), batch_size=2)
+    streamed, offline = recognizer.stream(audios, LOOKAHEAD_320MS), recognizer.offline(audios, LOOKAHEAD_320MS)
+    assert sum(map(len, offline.tokens)) > 0
+    assert count_token_differences(streamed.tokens, offline.tokens) == 0
