@@ -50,7 +50,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jiwer
 import numpy as np
@@ -106,7 +106,9 @@ def load_audio(cuts: CutSet) -> tuple[list[np.ndarray], list[str]]:
     return audios, texts
 
 
-Output = tuple[list[list[int]] | None, list[str]]  # token ids (None where a method gives text only), texts
+class Output(NamedTuple):
+    tokens: list[list[int]] | None  # None where a method gives text only
+    texts: list[str]
 
 
 @dataclass
@@ -118,12 +120,12 @@ class Run:
 
 def engine(model, audios, att_context_size, batch_size) -> Output:
     result = StreamingRecognizer(model, batch_size).stream(audios, att_context_size)
-    return result.tokens, result.texts
+    return Output(result.tokens, result.texts)
 
 
 def offline(model, audios, att_context_size, batch_size) -> Output:
     result = StreamingRecognizer(model, batch_size).offline(audios, att_context_size)
-    return result.tokens, result.texts
+    return Output(result.tokens, result.texts)
 
 
 class NemoPipeline:
@@ -187,7 +189,7 @@ def prepare(name: str, model, audios, att_context_size, batch_size, workdir: Pat
             pipeline = NemoPipeline(model, att_context_size, batch_size)
         def run_pipeline() -> Output:  # noqa: E306
             with evaluation_mode(model, att_context_size), torch.inference_mode():
-                return None, pipeline(paths)
+                return Output(None, pipeline(paths))
         return run_pipeline
     return lambda: METHODS[name][1](model, audios, att_context_size, batch_size)
 
@@ -217,7 +219,7 @@ def nemo_reference(model, audios, att_context_size, batch_size) -> Output:
             tokens += [[int(t) for t in h.y_sequence] for h in hyps]
             texts += [h.text for h in hyps]
             buffer.reset_buffer()
-    return tokens, texts
+    return Output(tokens, texts)
 
 
 def buffered(model, audios, att_context_size, batch_size, left_frames: int | None = None) -> Output:
@@ -253,7 +255,7 @@ def buffered(model, audios, att_context_size, batch_size, left_frames: int | Non
                 for j, new_tokens in enumerate(decoder(new, new_lens)):
                     tokens[batch[j]].extend(new_tokens)
                 step += 1
-    return tokens, recognizer.texts(tokens)
+    return Output(tokens, recognizer.texts(tokens))
 
 
 METHODS: dict[str, tuple[str, Callable]] = {
