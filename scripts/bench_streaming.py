@@ -191,7 +191,7 @@ def prepare(name: str, model, audios, att_context_size, batch_size, workdir: Pat
             with evaluation_mode(model, att_context_size), torch.inference_mode():
                 return Output(None, pipeline(paths))
         return run_pipeline
-    return lambda: METHODS[name][1](model, audios, att_context_size, batch_size)
+    return lambda: RUNNERS[name](model, audios, att_context_size, batch_size)
 
 
 def nemo_reference(model, audios, att_context_size, batch_size) -> Output:
@@ -258,13 +258,9 @@ def buffered(model, audios, att_context_size, batch_size, left_frames: int | Non
     return Output(tokens, recognizer.texts(tokens))
 
 
-METHODS: dict[str, tuple[str, Callable]] = {
-    "a": ("(a) engine", engine),
-    "b": ("(b) NeMo reference", nemo_reference),
-    "c": ("(c) buffered", buffered),
-    "d": ("(d) offline", offline),
-    "e": ("(e) NeMo pipeline", None),  # NemoPipeline, built by prepare()
-}
+METHODS = {"a": "(a) engine", "b": "(b) NeMo reference", "c": "(c) buffered", "d": "(d) offline",
+           "e": "(e) NeMo pipeline"}
+RUNNERS: dict[str, Callable[..., Output]] = {"a": engine, "b": nemo_reference, "c": buffered, "d": offline}
 
 
 def measure(name, model, audios, la, batch_size, device, dtype, repeats: int) -> Run:
@@ -343,7 +339,7 @@ def main() -> None:
         print(f"## lookahead {la} ({lookahead_ms(la)} ms chunks)\n")
         print("| method | compute s | audio s / compute s | WER vs reference text |\n|---|---:|---:|---:|")
         for name, run in runs.items():
-            print(f"| {METHODS[name][0]} | {run.seconds:.2f} | {audio_seconds / run.seconds:.1f} | "
+            print(f"| {METHODS[name]} | {run.seconds:.2f} | {audio_seconds / run.seconds:.1f} | "
                   f"{100 * jiwer.wer(refs, [t or '<empty>' for t in run.texts]):.1f} % |")
         print()
         for key, other in (("a/b", "b"), ("a/c", "c"), ("a/e", "e"), ("time a/d", "d")):
