@@ -1,10 +1,14 @@
-"""Benchmark the streaming engine against NeMo's reference streaming, buffered streaming and one offline pass.
+"""Benchmark the streaming engine against NeMo's streaming (its reference loop and its serving pipeline), buffered
+streaming and one offline pass.
 
-    python scripts/bench_streaming.py --model models/demo_base.nemo [--utterances 64] [--batch-size 32]
-                                      [--lookaheads 70,13 70,1] [--repeats 1]
+    python -m scripts.bench_streaming --model models/demo_base.nemo [--utterances 64] [--batch-size 32]
+        [--lookaheads 70,13 70,1] [--repeats 1] [--methods a b c d e] [--flops-seconds 4]
+        [--device auto] [--dtype fp32|bf16]
 
-On one model and one manifest of varied-length utterances (1-20 s, made once under data/bench/streaming/ by
-concatenating demo dev utterances, stored in manifest order), for each lookahead, measured in one run:
+``--model random:nemotron_streaming_0.6b`` runs the real 0.6B architecture with random weights
+(``scripts/bench_models.py``). On one model and one manifest of varied-length utterances (1-20 s, made once under
+data/bench/streaming/ by concatenating demo dev utterances, stored in manifest order), for each lookahead,
+measured in one run:
 
 (a) this engine: ``StreamingRecognizer.stream`` (length-sorted batches that shrink as streams end, batched
     greedy state kept across chunks);
@@ -15,40 +19,53 @@ concatenating demo dev utterances, stored in manifest order), for each lookahead
     plus the new chunk is re-encoded from scratch (the model's own chunked-limited masks) and only the new
     chunk's frames are decoded, with the decoder state carried on (cheaper than NeMo's buffered RNNT, which
     re-decodes whole windows and merges them);
-(d) one offline forward per batch with the same masks: the floor.
+(d) one offline forward per batch with the same masks: the floor;
+(e) NeMo 3.0's serving pipeline, ``nemo.collections.asr.inference``'s ``CacheAwareRNNTPipeline`` (what
+    ``CacheAwarePipelineBuilder`` builds): audio files read in chunks by its ``ContinuousBatchedRequestStreamer``
+    (continuous batching, ``batch_size`` streams), features of each new chunk only (``use_feat_cache``), caches in
+    its slot-based context manager, greedy decoding through per-stream ``Hypothesis`` objects, no ITN,
+    translation or end-of-utterance cuts. Built once per lookahead on the same model in memory (untimed, as a
+    server builds it once); timed from file paths to transcripts (reading the short WAVs is included).
 
-Every time is wall-clock from waveforms in memory to transcripts (features included), best of ``--repeats``.
-Prints throughput (seconds of audio per second of compute), the ratios a/b, a/c and time a/d, whether (a) gives
-exactly the transcripts of (b), and how many tokens (a), (b) and (c) differ from the offline pass (d) by.
+Every other time is wall-clock from waveforms in memory to transcripts (features included), best of ``--repeats``,
+with the GPU synchronised at both ends. Prints throughput (seconds of audio per second of compute), the ratios
+a/b, a/c, a/e and time a/d, whether (a) gives exactly the transcripts of (b) and of (e), how many tokens (a), (b)
+and (c) differ from the offline pass (d) by, and with ``--flops-seconds`` the FLOPs per chunk step of each method
+(PyTorch's counter, one stream of that many seconds).
 
 (a) equals (d) token for token at every lookahead. (b) can differ from both at the ends of streams only: NeMo's
 buffer streams one more (masked, all-zero) feature frame per utterance than the model's own feature length,
 stops before the last < 8 frames of the longest stream of each batch, and at [70, 0] pads the second chunk's
-pre-encode cache with zero features; with a trained model this rarely changes a token.
+pre-encode cache with zero features; with a trained model this rarely changes a token. (e) computes features
+chunk by chunk from the audio (a live server's only option), so its features differ from the whole-utterance
+features of (a)-(d) near every chunk edge; see docs/benchmarks.md for what that does to transcripts.
 """
 from __future__ import annotations
 
 import argparse
-import platform
+import copy
 import random
-import time
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
+import jiwer
 import numpy as np
+import soundfile as sf
 import torch
 from lhotse import CutSet
 
-from recipes.inference import load_model
-from recipes.streaming import (SAMPLE_RATE, StreamingRecognizer, _LabelLoopingDecoder, count_token_differences,
-                               evaluation_mode, lookahead_ms, padded)
+from recipes.streaming import (SAMPLE_RATE, ChunkPlan, StreamingRecognizer, _LabelLoopingDecoder,
+                               count_token_differences, evaluation_mode, lookahead_ms, padded)
+from scripts.bench_models import (REPO, count_flops, describe_machine, load_bench_model, number_format,
+                                  parse_lookahead, pick_device, timed, use_cuda_graph_decoding)
 
-REPO = Path(__file__).resolve().parents[1]
 SOURCES = [REPO / "data/prepared/demo_target/dev/cuts.jsonl.gz", REPO / "data/prepared/demo_general/dev/cuts.jsonl.gz"]
 MANIFEST = REPO / "data/bench/streaming/cuts.jsonl.gz"
-GOALS = {"a/b": 2.0, "a/c": 3.0, "time a/d": 1.5}
+GOALS = {"a/b": 2.0, "a/c": 3.0, "a/e": 2.0, "time a/d": 1.5}
 
 
 def make_manifest(path: Path, sources: Sequence[Path], utterances: int, seed: int = 0,
@@ -89,31 +106,99 @@ def load_audio(cuts: CutSet) -> tuple[list[np.ndarray], list[str]]:
     return audios, texts
 
 
+class Output(NamedTuple):
+    tokens: list[list[int]] | None  # None where a method gives text only
+    texts: list[str]
+
+
 @dataclass
 class Run:
-    tokens: list[list[int]]
+    tokens: list[list[int]] | None
     texts: list[str]
     seconds: float
 
 
-def engine(model, audios, att_context_size, batch_size) -> Run:
-    start = time.perf_counter()
+def engine(model, audios, att_context_size, batch_size) -> Output:
     result = StreamingRecognizer(model, batch_size).stream(audios, att_context_size)
-    return Run(result.tokens, result.texts, time.perf_counter() - start)
+    return Output(result.tokens, result.texts)
 
 
-def offline(model, audios, att_context_size, batch_size) -> Run:
-    start = time.perf_counter()
+def offline(model, audios, att_context_size, batch_size) -> Output:
     result = StreamingRecognizer(model, batch_size).offline(audios, att_context_size)
-    return Run(result.tokens, result.texts, time.perf_counter() - start)
+    return Output(result.tokens, result.texts)
 
 
-def nemo_reference(model, audios, att_context_size, batch_size) -> Run:
+class NemoPipeline:
+    """(e): NeMo's ``CacheAwareRNNTPipeline`` on ``model`` in memory, configured as ``CacheAwarePipelineBuilder``
+    would from the keys it reads, with the model's own decoding config (the same greedy search as the others)."""
+
+    def __init__(self, model, att_context_size, batch_size):
+        from nemo.collections.asr.inference.factory.cache_aware_pipeline_builder import CacheAwarePipelineBuilder
+        from nemo.collections.asr.inference.model_wrappers.cache_aware_rnnt_inference_wrapper import (
+            CacheAwareRNNTInferenceWrapper)
+        from nemo.collections.asr.inference.pipelines.cache_aware_rnnt_pipeline import CacheAwareRNNTPipeline
+        from omegaconf import OmegaConf
+
+        class InMemory(CacheAwareRNNTInferenceWrapper):  # NeMo's wrapper loads from a path or the hub only
+            @staticmethod
+            def load_model(model_name, map_location):
+                return model
+
+        device = next(model.parameters()).device
+        cfg = OmegaConf.create({
+            "asr_decoding_type": "rnnt", "pipeline_type": "cache_aware", "log_level": 30, "matmul_precision": "highest",
+            "asr": {"model_name": "in-memory", "device": device.type, "device_id": device.index or 0,
+                    "compute_dtype": "float32", "use_amp": False,  # bf16 comes from the caller's autocast
+                    "decoding": OmegaConf.to_container(model.cfg.decoding)},
+            "streaming": {"att_context_size": list(att_context_size), "sample_rate": SAMPLE_RATE, "use_cache": True,
+                          "use_feat_cache": True, "batch_size": batch_size, "num_slots": batch_size,
+                          "word_boundary_tolerance": 4, "request_type": "frame"},
+            "endpointing": {"stop_history_eou": -1, "residue_tokens_at_end": 0},  # no end-of-utterance cuts
+            "asr_output_granularity": "segment", "return_tail_result": False, "enable_itn": False,
+            "enable_nmt": False, "itn": {"batch_size": 1, "n_jobs": 1, "left_padding_size": 0},
+            "confidence": {"exclude_blank": True, "aggregation": "mean", "method_cfg": {"name": "max_prob"}},
+            "cache_dir": None})
+        wrapper = InMemory(model_name="in-memory", decoding_cfg=CacheAwarePipelineBuilder.get_rnnt_decoding_cfg(cfg),
+                           device=device.type, device_id=device.index or 0, compute_dtype="float32", use_amp=False)
+        self.pipeline = CacheAwareRNNTPipeline(cfg, wrapper)
+
+    def __call__(self, paths: list[str]) -> list[str]:
+        output = self.pipeline.run(paths)
+        return [output[i]["text"] for i in range(len(paths))]
+
+
+@contextmanager
+def own_decoding(model):
+    """NeMo's pipeline re-creates the model's decoding strategy; give the other methods theirs back."""
+    saved = copy.deepcopy(model.cfg.decoding)
+    try:
+        yield
+    finally:
+        extra = {"decoder_type": "rnnt"} if hasattr(model, "cur_decoder") else {}
+        model.change_decoding_strategy(saved, verbose=False, **extra)
+
+
+def prepare(name: str, model, audios, att_context_size, batch_size, workdir: Path) -> Callable[[], Output]:
+    """What a method does once, untimed (a server's start-up), and the timed work as a call."""
+    if name == "e":
+        paths = []
+        for i, audio in enumerate(audios):
+            paths.append(str(workdir / f"{i:04d}.wav"))
+            sf.write(paths[-1], audio, SAMPLE_RATE)
+        with evaluation_mode(model, att_context_size), own_decoding(model):
+            pipeline = NemoPipeline(model, att_context_size, batch_size)
+        def run_pipeline() -> Output:  # noqa: E306
+            with evaluation_mode(model, att_context_size), torch.inference_mode():
+                return Output(None, pipeline(paths))
+        return run_pipeline
+    return lambda: RUNNERS[name](model, audios, att_context_size, batch_size)
+
+
+def nemo_reference(model, audios, att_context_size, batch_size) -> Output:
     """NeMo's cache-aware streaming script, reduced to its inference loop (audio from memory, not files)."""
     from nemo.collections.asr.parts.utils.streaming_utils import CacheAwareStreamingAudioBuffer
 
     tokens, texts = [], []
-    start = time.perf_counter()
     with evaluation_mode(model, att_context_size), torch.inference_mode():
         encoder = model.encoder
         buffer = CacheAwareStreamingAudioBuffer(model=model, online_normalization=False)
@@ -134,10 +219,10 @@ def nemo_reference(model, audios, att_context_size, batch_size) -> Run:
             tokens += [[int(t) for t in h.y_sequence] for h in hyps]
             texts += [h.text for h in hyps]
             buffer.reset_buffer()
-    return Run(tokens, texts, time.perf_counter() - start)
+    return Output(tokens, texts)
 
 
-def buffered(model, audios, att_context_size, batch_size, left_frames: int | None = None) -> Run:
+def buffered(model, audios, att_context_size, batch_size, left_frames: int | None = None) -> Output:
     """Overlapping-window streaming: every chunk re-encodes [left context | chunk] from the features."""
     recognizer = StreamingRecognizer(model, batch_size)
     chunk = att_context_size[1] + 1                       # encoder frames per chunk
@@ -145,7 +230,6 @@ def buffered(model, audios, att_context_size, batch_size, left_frames: int | Non
     left = -(-left // chunk) * chunk                      # whole chunks, so the window keeps the chunk grid
     sub = model.encoder.subsampling_factor
     tokens: list[list[int]] = [[] for _ in audios]
-    start = time.perf_counter()
     with evaluation_mode(model, att_context_size), torch.no_grad():
         for batch in recognizer._batches(audios):
             feats, lengths = padded(recognizer.features([audios[i] for i in batch]))
@@ -171,21 +255,46 @@ def buffered(model, audios, att_context_size, batch_size, left_frames: int | Non
                 for j, new_tokens in enumerate(decoder(new, new_lens)):
                     tokens[batch[j]].extend(new_tokens)
                 step += 1
-    texts = recognizer.texts(tokens)
-    return Run(tokens, texts, time.perf_counter() - start)
+    return Output(tokens, recognizer.texts(tokens))
 
 
-METHODS: dict[str, Callable] = {
-    "(a) engine": engine,
-    "(b) NeMo reference": nemo_reference,
-    "(c) buffered": buffered,
-    "(d) offline": offline,
-}
+METHODS = {"a": "(a) engine", "b": "(b) NeMo reference", "c": "(c) buffered", "d": "(d) offline",
+           "e": "(e) NeMo pipeline"}
+RUNNERS: dict[str, Callable[..., Output]] = {"a": engine, "b": nemo_reference, "c": buffered, "d": offline}
 
 
-def parse_lookahead(text: str) -> list[int]:
-    left, right = text.split(",")
-    return [int(left), int(right)]
+def measure(name, model, audios, la, batch_size, device, dtype, repeats: int) -> Run:
+    """Best of ``repeats`` timed runs of method ``name``."""
+    best = None
+    with tempfile.TemporaryDirectory() as tmp, number_format(device, dtype):
+        run = prepare(name, model, audios, la, batch_size, Path(tmp))
+        for _ in range(repeats):
+            seconds: list[float] = []
+            with timed(device, seconds):
+                tokens, texts = run()
+            if best is None or seconds[0] < best.seconds:
+                best = Run(tokens, texts, seconds[0])
+    return best
+
+
+def flops_per_chunk_step(name, model, audio: np.ndarray, la, device, dtype) -> float:
+    """FLOPs of method ``name`` on one stream, per chunk step the engine takes on it (for (d): per chunk's worth
+    of audio)."""
+    with tempfile.TemporaryDirectory() as tmp, number_format(device, dtype):
+        run = prepare(name, model, [audio], la, 1, Path(tmp))
+        total = count_flops(run)
+    with evaluation_mode(model, la):
+        steps = ChunkPlan.of(model.encoder).steps(StreamingRecognizer(model).features([audio])[0].size(1))
+    return total / steps
+
+
+def word_differences(a: Sequence[str], b: Sequence[str]) -> tuple[int, int]:
+    """Words by which ``b`` differs from ``a`` (substitutions + deletions + insertions), and of how many."""
+    pairs = [(x, y) for x, y in zip(a, b) if x.strip() or y.strip()]
+    if not pairs:
+        return 0, 0
+    out = jiwer.process_words([x or "<empty>" for x, _ in pairs], [y or "<empty>" for _, y in pairs])
+    return out.substitutions + out.deletions + out.insertions, sum(len(x.split()) for x, _ in pairs)
 
 
 def main() -> None:
@@ -196,48 +305,70 @@ def main() -> None:
     parser.add_argument("--lookaheads", type=parse_lookahead, nargs="*", default=None,
                         help="left,right pairs (default: every lookahead of the model)")
     parser.add_argument("--repeats", type=int, default=1, help="best of N timings per method")
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS),
+                        help="which of (a)-(e) to run; (a) always runs")
+    parser.add_argument("--flops-seconds", type=float, default=0.0,
+                        help="also count FLOPs per chunk step on one stream of this many seconds (0: no)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--manifest", type=Path, default=MANIFEST)
     args = parser.parse_args()
 
+    device = pick_device(args.device)
+    names = ["a"] + [m for m in args.methods if m != "a"]
     cuts = make_manifest(args.manifest, SOURCES, args.utterances)
-    audios, _ = load_audio(cuts)
+    audios, refs = load_audio(cuts)
     durations = [len(a) / SAMPLE_RATE for a in audios]
     audio_seconds = sum(durations)
-    model = load_model(args.model)
+    model = load_bench_model(args.model, device)
+    use_cuda_graph_decoding(model)
     lookaheads = args.lookaheads or [list(la) for la in model.encoder.att_context_size_all]
-    print(f"# streaming benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}, device {model.device}")
+    print(f"# streaming benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {describe_machine(device)}, "
+          f"device {device}, {args.dtype}")
     print(f"model {args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
     print(f"{len(audios)} utterances, {audio_seconds:.0f} s of audio ({min(durations):.1f}-{max(durations):.1f} s), "
           f"batch size {args.batch_size}\n")
-    for method in METHODS.values():  # warm up every code path once
-        method(model, audios[:2], lookaheads[0], args.batch_size)
+    for name in names:  # warm up every code path once, on the first 2 s of two utterances
+        measure(name, model, [a[: 2 * SAMPLE_RATE] for a in audios[:2]], lookaheads[0], args.batch_size, device,
+                args.dtype, 1)
 
     for la in lookaheads:
-        runs: dict[str, Run] = {}
-        for name, method in METHODS.items():
-            best = None
-            for _ in range(args.repeats):
-                run = method(model, audios, la, args.batch_size)
-                best = run if best is None or run.seconds < best.seconds else best
-            runs[name] = best
-        a, b, c, d = runs.values()
+        runs = {name: measure(name, model, audios, la, args.batch_size, device, args.dtype, args.repeats)
+                for name in names}
+        a = runs["a"]
         print(f"## lookahead {la} ({lookahead_ms(la)} ms chunks)\n")
-        print("| method | compute s | audio s / compute s |\n|---|---:|---:|")
+        print("| method | compute s | audio s / compute s | WER vs reference text |\n|---|---:|---:|---:|")
         for name, run in runs.items():
-            print(f"| {name} | {run.seconds:.2f} | {audio_seconds / run.seconds:.1f} |")
-        ratios = {"a/b": b.seconds / a.seconds, "a/c": c.seconds / a.seconds, "time a/d": a.seconds / d.seconds}
+            print(f"| {METHODS[name]} | {run.seconds:.2f} | {audio_seconds / run.seconds:.1f} | "
+                  f"{100 * jiwer.wer(refs, [t or '<empty>' for t in run.texts]):.1f} % |")
         print()
-        for key, value in ratios.items():
-            goal = GOALS[key]
-            met = value <= goal if key.startswith("time") else value >= goal
-            print(f"- {key}: {value:.2f}x (goal {'<=' if key.startswith('time') else '>='} {goal}x: "
-                  f"{'met' if met else 'MISSED'})")
-        print(f"- (a) transcripts identical to (b): {a.texts == b.texts and a.tokens == b.tokens} "
-              f"({count_token_differences(a.tokens, b.tokens)} differing tokens)")
-        print(f"- tokens differing from the offline pass (d): (a) {count_token_differences(a.tokens, d.tokens)}, "
-              f"(b) {count_token_differences(b.tokens, d.tokens)}, (c) {count_token_differences(c.tokens, d.tokens)} "
-              f"(of {sum(map(len, d.tokens))} tokens)\n")
+        for key, other in (("a/b", "b"), ("a/c", "c"), ("a/e", "e"), ("time a/d", "d")):
+            if other in runs:
+                value = a.seconds / runs[other].seconds if key.startswith("time") else runs[other].seconds / a.seconds
+                goal = GOALS[key]
+                met = value <= goal if key.startswith("time") else value >= goal
+                print(f"- {key}: {value:.2f}x (goal {'<=' if key.startswith('time') else '>='} {goal}x: "
+                      f"{'met' if met else 'MISSED'})")
+        if "b" in runs:
+            b = runs["b"]
+            print(f"- (a) transcripts identical to (b): {a.texts == b.texts and a.tokens == b.tokens} "
+                  f"({count_token_differences(a.tokens, b.tokens)} differing tokens)")
+        if "e" in runs:
+            e = runs["e"]
+            same = sum(x.strip() == y.strip() for x, y in zip(a.texts, e.texts))
+            words, of = word_differences(a.texts, e.texts)
+            print(f"- (a) transcripts identical to (e): {same == len(audios)} ({same} of {len(audios)} identical; "
+                  f"{words} of {of} words differ)")
+        if "d" in runs:
+            d = runs["d"]
+            diffs = ", ".join(f"({n}) {count_token_differences(runs[n].tokens, d.tokens)}"
+                              for n in names if n in "abc")
+            print(f"- tokens differing from the offline pass (d): {diffs} (of {sum(map(len, d.tokens))} tokens)")
+        if args.flops_seconds:
+            audio = next(x for x in audios if len(x) >= args.flops_seconds * SAMPLE_RATE)[: int(args.flops_seconds * SAMPLE_RATE)]
+            print(f"- GFLOPs per chunk step, one stream of {args.flops_seconds:.0f} s: " + ", ".join(
+                f"({n}) {flops_per_chunk_step(n, model, audio, la, device, args.dtype) / 1e9:.2f}" for n in names))
+        print()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,127 @@
+"""What the streaming benchmarks share: the model to run (a file, or a config with random weights), the device and
+number format, lookaheads (320 ms included), timing that waits for the GPU, and FLOP counting.
+
+``random:<config>`` builds ``conf/model/<config>.yaml``'s architecture from scratch with random weights (seed 0)
+and a SentencePiece tokenizer of the config's vocabulary size trained on demo-grammar text
+(``data_prep.demo_corpus.sample_texts``): the real 0.6B architecture with nothing downloaded. Throughput and FLOPs
+of a chunk step depend on the shapes, not on the weights; transcripts of random weights are only good for
+comparing methods with each other.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf, open_dict
+from torch.utils.flop_counter import FlopCounterMode
+
+from recipes.streaming import lookahead_ms
+
+REPO = Path(__file__).resolve().parents[1]
+RANDOM = "random:"
+TOKENIZERS = REPO / "data/bench/tokenizers"
+
+# 320 ms = 4 encoder frames, right context 3. A chunked-limited left context must be whole chunks
+# (NeMo: left % (right + 1) == 0) and 70 % 4 = 2, so 320 ms runs as [68, 3]: 17 chunks of 4 frames, which is also
+# what NeMo's offline mask makes of [70, 3] (70 // 4 = 17 visible chunks). 68 cached frames instead of 70: about
+# 3 % less attention work than the trained lookaheads. Neither model was trained at 320 ms, so its WER means nothing;
+# its cost is that of a 320 ms deployment.
+LOOKAHEAD_320MS = [68, 3]
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: the GPU when there is one."""
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+
+
+def demo_tokenizer(vocab_size: int, sentences: int = 20000) -> Path:
+    """A BPE tokenizer of ``vocab_size`` pieces on demo-grammar sentences of both domains (made once, kept)."""
+    from data_prep.demo_corpus import sample_texts
+    from data_prep.tokenizer import train_sentencepiece
+
+    out = TOKENIZERS / f"demo_bpe{vocab_size}"
+    if not (out / "tokenizer.model").is_file():
+        rng = np.random.default_rng(0)
+        train_sentencepiece(sample_texts("general", sentences, rng) + sample_texts("target", sentences, rng),
+                            out, vocab_size)
+    return out
+
+
+def load_bench_model(spec: str, device: torch.device):
+    """A ``.nemo`` / checkpoint / pretrained name (``recipes.inference.load_model``), or ``random:<config>``."""
+    from recipes.inference import load_model
+    from recipes.model import build_model
+
+    if not spec.startswith(RANDOM):
+        return load_model(spec).to(device).eval()
+    cfg = OmegaConf.load(REPO / "conf/model" / f"{spec[len(RANDOM):]}.yaml")
+    with open_dict(cfg):
+        cfg.init_from = None
+        cfg.architecture.tokenizer.dir = str(demo_tokenizer(int(cfg.architecture.decoder.vocab_size)))
+    torch.manual_seed(0)
+    return build_model(cfg).to(device).eval()
+
+
+def use_cuda_graph_decoding(model) -> None:
+    """On a GPU, greedy RNNT decoding with NeMo's CUDA graphs (label looping), as NeMo's serving pipeline does."""
+    if next(model.parameters()).is_cuda:
+        cfg = model.cfg.decoding
+        with open_dict(cfg):
+            cfg.strategy = "greedy_batch"
+            cfg.greedy.loop_labels = True
+            cfg.greedy.use_cuda_graph_decoder = True
+        model.change_decoding_strategy(cfg, verbose=False)
+
+
+def number_format(device: torch.device, dtype: str):
+    """``fp32``, or ``bf16`` autocast (weights stay fp32, matrix products run in bf16)."""
+    if dtype == "fp32":
+        return nullcontext()
+    if dtype == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise ValueError(f"--dtype {dtype}: use fp32 or bf16")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextmanager
+def timed(device: torch.device, into: list):
+    """Wall time of the block, the GPU's queued work included; appended to ``into``."""
+    synchronize(device)
+    start = time.perf_counter()
+    yield
+    synchronize(device)
+    into.append(time.perf_counter() - start)
+
+
+def lookaheads(model, extra: Sequence[Sequence[int]] = (LOOKAHEAD_320MS,)) -> list[list[int]]:
+    """The model's lookaheads and ``extra``, longest chunk first."""
+    found = [list(la) for la in model.encoder.att_context_size_all] + [list(la) for la in extra]
+    unique = [la for i, la in enumerate(found) if la not in found[:i]]
+    return sorted(unique, key=lookahead_ms, reverse=True)
+
+
+def parse_lookahead(text: str) -> list[int]:
+    left, right = text.split(",")
+    return [int(left), int(right)]
+
+
+def count_flops(run: Callable[[], object]) -> int:
+    """Floating-point operations of ``run()`` (matrix products and convolutions, as PyTorch's counter counts them)."""
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return counter.get_total_flops()
+
+
+def describe_machine(device: torch.device) -> str:
+    import platform
+
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU"
+    return f"{where}, {torch.get_num_threads()} threads, torch {torch.__version__}"
