@@ -79,6 +79,8 @@ def train(cfg: DictConfig) -> pl.Trainer:
     # The run's own record of what it trained: export and evaluation rebuild the model from it.
     OmegaConf.save(cfg, run_dir / RUN_CONFIG, resolve=True)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    if cfg.get("adapt"):  # freezing, per-module learning rates, L2-SP (recipes.adaptation)
+        callbacks.append(instantiate(cfg.adapt))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg.logger, run_dir))
     model = build_model(cfg.model, trainer)
     # NeMo stores these in the model config: hand it resolved copies, free of this config's interpolations.
