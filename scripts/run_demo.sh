@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 stage=${STAGE:-1}
-stop_stage=${STOP_STAGE:-8}
+stop_stage=${STOP_STAGE:-9}
 base_model=models/demo_base.nemo
 out=exp/demo
 mkdir -p "$out"
@@ -59,4 +59,10 @@ fi
 if run 8; then
   log 8 "base vs fine-tuned"
   python -m scripts.compare_wer base=$out/base_wer.json fine-tuned=$out/finetuned_wer.json | tee $out/RESULTS.md
+fi
+
+if run 9 && [[ ! -f $out/interpolation/interpolation.md ]]; then
+  log 9 "WiSE-FT: base <-> fine-tuned weight interpolation, target vs general trade-off, chosen alpha as .nemo"
+  python -m recipes.interpolate base=$base_model finetuned=exp/demo_finetune/checkpoints/last.ckpt \
+      output_dir=$out/interpolation export=exp/demo_finetune/model_wise.nemo
 fi
