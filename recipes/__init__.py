@@ -4,9 +4,30 @@ import os
 from omegaconf import OmegaConf
 
 
+def reweighted_blend(input_cfg: str, weights=None):
+    """A blend's ``input_cfg.yaml`` path as is, or (``weights``: ``{corpus: weight}``) its entries with those
+    corpora re-weighted: another replay share from the same prepared Shar, without re-running data prep."""
+    if not weights:
+        return input_cfg
+    from recipes.errors import UsageError
+
+    entries = OmegaConf.load(input_cfg)
+    corpora = [entry.tags.corpus for entry in entries]
+    unknown = sorted(set(weights) - set(corpora))
+    if unknown or any(w < 0 for w in weights.values()):
+        raise UsageError(f"data.blend_weights={dict(weights)}: give a weight >= 0 per corpus of {input_cfg} "
+                         f"({', '.join(corpora)})")
+    for entry in entries:
+        entry.weight = float(weights.get(entry.tags.corpus, entry.weight))
+    return entries
+
+
 def register_resolvers() -> None:
     """``${load_yaml:path}`` lets a data config pick up values a data_prep step wrote (e.g. duration bins);
-    ``${cwd:}`` makes the paths a run records absolute, so its checkpoints load from any directory."""
+    ``${cwd:}`` makes the paths a run records absolute, so its checkpoints load from any directory;
+    ``${reweighted_blend:input_cfg,weights}`` changes a blend's weights (:func:`reweighted_blend`)."""
+    if not OmegaConf.has_resolver("reweighted_blend"):
+        OmegaConf.register_new_resolver("reweighted_blend", reweighted_blend)
     if not OmegaConf.has_resolver("load_yaml"):
         OmegaConf.register_new_resolver("load_yaml", lambda path: OmegaConf.load(path))
     if not OmegaConf.has_resolver("cwd"):

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from recipes.evaluation import (EvalSet, load_eval_set, stream_sets, summarise, wer_metrics, word_error_counts,
                                 write_report)
-from recipes.reports import update_run_reports
+from recipes.reports import BASE_REPORT, REPORT_SUFFIX, update_run_reports
 from recipes.streaming import StreamingRecognizer, lookahead_ms, resync_position_encoding
 
 log = logging.getLogger(__name__)
@@ -24,12 +24,16 @@ class StreamingEvalCheckpoint(ModelCheckpoint):
 
     For each dev set and lookahead it logs ``stream_wer/<set>/<ms>ms`` and writes ``<checkpoint>.stream_wer.json``
     (per-utterance hypotheses and WERs) beside the checkpoint. Under DDP every rank streams its share of
-    the utterances, so no rank idles into a collective timeout while rank 0 evaluates.
+    the utterances, so no rank idles into a collective timeout while rank 0 evaluates. With ``evaluate_base``, the
+    model as training starts (the base a fine-tuning run adapts) is scored the same way first, as
+    ``base.stream_wer.json``: the run's table then shows what each checkpoint gained and lost against it.
     """
 
     def __init__(self, eval_sets: Mapping[str, str], lookaheads: Sequence[Sequence[int]],
-                 max_utterances: int | None = 200, batch_size: int = 32, **checkpoint_kwargs):
+                 max_utterances: int | None = 200, batch_size: int = 32, evaluate_base: bool = True,
+                 **checkpoint_kwargs):
         super().__init__(**checkpoint_kwargs)
+        self.evaluate_base = evaluate_base
         self.eval_set_paths = dict(eval_sets)
         self.lookaheads = [list(la) for la in lookaheads]
         self.max_utterances = max_utterances
@@ -43,6 +47,15 @@ class StreamingEvalCheckpoint(ModelCheckpoint):
         if missing:
             raise FileNotFoundError("streaming evaluation sets not found (prepare them with data_prep): "
                                     + "; ".join(missing))
+
+    def on_fit_start(self, trainer: Trainer, pl_module) -> None:
+        # A resumed run (ckpt_path set: its weights are already the checkpoint's) scored its base when it started.
+        if not (self.eval_set_paths and self.evaluate_base and trainer.ckpt_path is None):
+            return
+        report = self._evaluate(trainer)
+        if trainer.is_global_zero:
+            write_report({**report, "base": True}, Path(self.dirpath) / f"{BASE_REPORT}{REPORT_SUFFIX}")
+            update_run_reports(self.dirpath)
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)

@@ -10,6 +10,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 REPORT_SUFFIX = ".stream_wer.json"
+BASE_REPORT = "base"  # base.stream_wer.json: the model as fine-tuning started, scored like its checkpoints
 RUN_TABLE = "stream_wer.md"
 RUN_PLOT = "stream_wer.png"
 
@@ -81,7 +82,20 @@ def read_run_reports(checkpoint_dir: str | Path) -> list[dict]:
 
 
 def _row_label(report: dict) -> str:
-    return f"step {report['step']} ({report['_name']})"
+    return "base (before training)" if report.get("base") else f"step {report['step']} ({report['_name']})"
+
+
+def change_table(base: dict, last: dict, label: str) -> str:
+    """Markdown, one row per set and lookahead: the base's WER, ``last``'s and the relative change (negative =
+    better): the target gain and the general loss of a fine-tuning run."""
+    lines = [f"| set | lookahead | base WER (%) | {label} WER (%) | change vs base |", "|---|---:|---:|---:|---:|"]
+    for name, by_lookahead in last.items():
+        for key in sorted(by_lookahead, key=_ms):
+            if key in base.get(name, {}):
+                before, after = base[name][key]["wer"], by_lookahead[key]["wer"]
+                change = f"{100 * (after / before - 1):+.0f} %" if before else "-"
+                lines.append(f"| {name} | {key} | {100 * before:.1f} | {100 * after:.1f} | {change} |")
+    return "\n".join(lines)
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -113,7 +127,8 @@ def plot_wer_vs_latency(reports: list[dict], path: str | Path, key: str = "wer")
             ys = [100 * by_lookahead[k][key] for k in keys]
             latencies.update(xs)
             shade = cmap(0.15 + 0.85 * index / max(len(reports) - 1, 1))
-            ax.plot(xs, ys, marker="o", color=shade, label=f"step {report['step']}")
+            style = {"color": "black", "linestyle": "--"} if report.get("base") else {"color": shade}
+            ax.plot(xs, ys, marker="o", label="base" if report.get("base") else f"step {report['step']}", **style)
         ax.set_xscale("log")
         ax.set_xticks(sorted(latencies), [str(x) for x in sorted(latencies)])
         ax.minorticks_off()
@@ -138,6 +153,9 @@ def update_run_reports(checkpoint_dir: str | Path) -> list[Path]:
         return []
     rows = {_row_label(r): r["sets"] for r in reports}
     last = reports[-1]
+    base = reports[0] if reports[0].get("base") else None
+    change = [] if base is None or last is base else [
+        f"## Change vs base at {_row_label(last)}", "", change_table(base["sets"], last["sets"], _row_label(last)), ""]
     text = "\n".join([
         f"# Streaming WER per checkpoint: {checkpoint_dir}",
         "",
@@ -152,6 +170,7 @@ def update_run_reports(checkpoint_dir: str | Path) -> list[Path]:
         "",
         wer_table(rows, key="wer_normalized", label="checkpoint"),
         "",
+        *change,
         f"## Latency and speed at {_row_label(last)}",
         "",
         latency_table(last["sets"]),

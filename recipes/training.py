@@ -70,6 +70,8 @@ def train(cfg: DictConfig) -> pl.Trainer:
     OmegaConf.save(cfg, run_dir / RUN_CONFIG, resolve=True)
     (run_dir / FINISHED).unlink(missing_ok=True)  # a longer schedule (larger max_steps) makes it unfinished
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    if cfg.get("adapt"):  # freezing, per-module learning rates, L2-SP (recipes.adaptation)
+        callbacks.append(instantiate(cfg.adapt))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg.logger, run_dir))
     model = build_model(cfg.model, trainer)
     # NeMo stores these in the model config: hand it resolved copies, free of this config's interpolations.

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 stage=${STAGE:-1}
-stop_stage=${STOP_STAGE:-9}
+stop_stage=${STOP_STAGE:-10}
 base_model=models/demo_base.nemo
 out=exp/demo
 mkdir -p "$out"
@@ -63,8 +63,14 @@ if run 8; then
   python -m scripts.compare_wer base=$out/base_wer.json fine-tuned=$out/finetuned_wer.json | tee $out/RESULTS.md
 fi
 
-if run 9; then
-  log 9 "results card of the run (exp/demo_finetune/RESULTS.md)"
+if run 9 && [[ ! -f $out/interpolation/interpolation.md ]]; then
+  log 9 "WiSE-FT: base <-> fine-tuned weight interpolation, target vs general trade-off, chosen alpha as .nemo"
+  python -m recipes.interpolate base=$base_model finetuned=exp/demo_finetune/checkpoints/last.ckpt \
+      output_dir=$out/interpolation export=exp/demo_finetune/model_wise.nemo
+fi
+
+if run 10; then
+  log 10 "results card of the run (exp/demo_finetune/RESULTS.md)"
   python -m recipes.export.card run_dir=exp/demo_finetune base_report=$out/base_wer.json \
       exported_report=$out/finetuned_wer.json \
       'commands=["python -m data_prep.demo_corpus","python -m data_prep corpus=demo_general",'\
