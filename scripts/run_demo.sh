@@ -65,8 +65,9 @@ fi
 
 if run 9 && [[ ! -f $out/interpolation/interpolation.md ]]; then
   log 9 "WiSE-FT: base <-> fine-tuned weight interpolation, target vs general trade-off, chosen alpha as .nemo"
+  # Three alphas on 60 utterances per set keep this stage near a minute; the full sweep is conf/interpolate.yaml's.
   python -m recipes.interpolate base=$base_model finetuned=exp/demo_finetune/checkpoints/last.ckpt \
-      output_dir=$out/interpolation export=exp/demo_finetune/model_wise.nemo
+      'alphas=[0.3,0.5,0.7]' max_utterances=60 output_dir=$out/interpolation export=exp/demo_finetune/model_wise.nemo
 fi
 
 if run 10; then
