@@ -137,7 +137,7 @@ def finetune_plan(cluster: DictConfig, recipe_args: list[str], then_evaluate: bo
         return plan
 
     export_cfg = compose_config(CONF, "export", [f"run_dir={run_dir}", *export_args])
-    nemo = Path(export_cfg.output)
+    nemo = Path(export_cfg.nemo.output)
     e = c.evaluate
     resources = ["--ntasks=1", f"--cpus-per-task={e.cpus_per_task}"] + ([f"--gpus={e.gpus}"] if e.gpus else [])
     command = f"{c.python} -m recipes.export {quoted([f'run_dir={run_dir}', *export_args])}"

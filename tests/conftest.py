@@ -1,6 +1,7 @@
 """Shared fixtures: a small demo corpus, prepared with the real data_prep path, in a scratch working directory."""
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -15,6 +16,14 @@ CONF = REPO / "conf"
 BASE_MODEL = REPO / "models" / "demo_base.nemo"
 
 SIZES = {"general": {"train": 48, "dev": 10}, "target": {"train": 32, "dev": 10}}
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a recipe process it starts, plus ``extra``. Without ``WANDB_SERVICE``: wandb
+    exports it once this process has logged a run in-process, and a child would then attach to this process's wandb
+    service, which still holds a killed child's run id ("run ID is in use" when the same run resumes)."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return {**env, **extra}
 
 
 def compose_config(config_dir: Path, name: str, overrides=()):

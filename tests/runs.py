@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import BASE_MODEL, REPO
+from tests.conftest import BASE_MODEL, REPO, subprocess_env
 
 # The demo's fine-tuning shrunk: short pseudo-epochs, small batches, a few utterances per streaming evaluation.
 TINY = ["experiment=demo_finetune", f"model.init_from={BASE_MODEL}", "data.train_ds.batch_duration=8",
@@ -30,7 +30,7 @@ class RecipeRun:
     def __init__(self, workdir: Path, module: str, args: list[str], log_path: Path):
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+        env = subprocess_env(PYTHONPATH=str(REPO), WANDB_SILENT="true", OMP_NUM_THREADS="1")
         with open(log_path, "a") as log:
             log.write(f"\n=== {module} {' '.join(args)}\n")
             log.flush()

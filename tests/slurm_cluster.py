@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.conftest import subprocess_env
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "srun", "scontrol", "sinfo", "squeue", "sacct", "scancel")
 
@@ -59,7 +61,7 @@ class SlurmCluster:
     @property
     def env(self) -> dict[str, str]:
         """The environment for Slurm commands (and for jobs submitted from it)."""
-        return {**os.environ, "SLURM_CONF": str(self.conf)}
+        return subprocess_env(SLURM_CONF=str(self.conf))
 
     def write_config(self) -> None:
         for sub in ("munge", "state", "spool", "log"):

@@ -104,7 +104,8 @@ def assert_one_evaluation_per_checkpoint(run_dir: Path) -> None:
         report = json.loads((run_dir / "checkpoints" / f"step{step:06d}.ckpt.stream_wer.json").read_text())
         assert report["step"] == step and set(report["sets"]) == {"target_dev", "general_dev"}
     scalars = SummaryReader(str(run_dir / "tensorboard")).scalars
-    assert sorted(scalars[scalars.tag == "stream_eval_seconds"].step) == [EPOCH, STEPS]
+    # Step 0 is the base model, scored once before training (callbacks.checkpoint.evaluate_base).
+    assert sorted(scalars[scalars.tag == "stream_eval_seconds"].step) == [0, EPOCH, STEPS]
 
 
 def assert_one_wandb_run(run_dir: Path, processes: int) -> None:

@@ -49,11 +49,11 @@ def test_multi_node_gpu_finetune_has_one_task_per_gpu_and_forwards_signals(capsy
 
 def test_chain_mode_submits_a_follow_up_instead_of_requeueing(capsys, monkeypatch, tmp_path):
     scripts = dry_run(capsys, monkeypatch, tmp_path, "pipeline", "cluster.requeue=chain", "run_name=r",
-                      "evaluate.max_utterances=7", "export.fp16_weights=true")
+                      "evaluate.max_utterances=7", "export.nemo.fp16_weights=true")
     finetune, export, evaluate = scripts.values()
     assert "--no-requeue" in sbatch_options(finetune) and "scontrol requeue" not in finetune
     assert f'sbatch --parsable --dependency=afterany:"$SLURM_JOB_ID" "{tmp_path}/exp/r/slurm/finetune.sbatch"' in finetune
-    assert "recipes.export run_dir=" in export and "fp16_weights=true" in export
+    assert "recipes.export run_dir=" in export and "nemo.fp16_weights=true" in export
     assert "max_utterances=7" in evaluate and f"output={tmp_path}/exp/r/model.nemo.stream_wer.json" in evaluate
     for script in scripts.values():
         assert_valid_bash(script)
