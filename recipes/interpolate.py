@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from recipes import register_resolvers
-from recipes.errors import UsageError, exit_on_usage_error
+from recipes.errors import UsageError, exit_on_usage_error, run_hydra_main
 from recipes.inference import load_model
 from recipes.interpolation import check_compatible, choose_alpha, interpolate, sweep, write_outputs
 
@@ -56,4 +56,4 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     register_resolvers()
-    main()
+    run_hydra_main(main, "recipes.interpolate")

@@ -24,7 +24,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from recipes.errors import UsageError, exit_on_usage_error
+from recipes.errors import UsageError, exit_on_usage_error, run_hydra_main
 from recipes.export.checkpoints import run_config
 from recipes.export.pipeline import EXPORT_RECORD
 from recipes.reports import RUN_PLOT, latency_table, read_run_reports, wer_table
@@ -190,4 +190,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_main(main, "recipes.export.card")
