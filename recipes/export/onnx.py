@@ -11,12 +11,18 @@ network and one joint shared by all of them::
 
 The encoder's inputs and outputs are NeMo's cache-aware export (``set_export_config({"cache_support": True})``):
 ``audio_signal`` (B, F, T), ``length``, ``cache_last_channel`` (B, layers, left, d), ``cache_last_time``
-(B, layers, d, conv), ``cache_last_channel_len``. One change: the subsampled frames of the pre-encode cache that are
-dropped after the subsampling are ``min(drop_extra_pre_encoded, frames emitted so far)``, read from
-``cache_last_channel_len``, where NeMo's graph always drops ``drop_extra_pre_encoded``. So a stream's first chunk
-(nothing emitted, no pre-encode cache) runs through the same graph as the rest, and the graph steps exactly the chunks
-``recipes.streaming.ChunkPlan`` plans; sherpa-onnx, whose chunks always carry the cache, is unaffected after its
-first chunk.
+(B, layers, d, conv), ``cache_last_channel_len``. Every call takes one *window* of ``window_size`` mel frames, and
+window k starts ``chunk_shift * k`` frames into the stream, as sherpa-onnx steps it. NeMo's own export assumes
+that too, which puts the chunk grid ``lead_frames`` (16) frames late: a stream's first chunk is ``chunk[0]`` frames
+with no pre-encode cache, so the window that should hold it has 16 frames more. The graph here instead expects
+each stream to start with ``lead_frames`` frames of lead-in (any content, silence in practice) and skips the lead
+frames still inside a window (the first one, and the second at 80 ms), subsampling only what follows as NeMo's
+first steps do; the window's step is read from ``cache_last_channel_len``. Windows then fall exactly on
+``recipes.streaming.ChunkPlan``'s chunks, and every window runs through one graph.
+
+In sherpa-onnx the lead-in is ``lead_in_samples`` (metadata) of audio before each stream: 16 frames of 10 ms, plus
+half a hop because its kaldi-native-fbank frames (``snip_edges=false``) are centred 80 samples later than NeMo's.
+Without it, a stream's first 160 ms are skipped and the frame grid is 5 ms late.
 
 Exporter: TorchScript-based ``torch.onnx.export(..., dynamo=False)``, as NeMo's own ``Exportable.export`` does
 (it says "for LSTM compatibility"). torch 2.13's default dynamo exporter goes through ``torch.export``, which has to
@@ -50,32 +56,71 @@ def _first_and_later(value) -> int:
     return int(value[1]) if isinstance(value, (list, tuple)) else int(value)
 
 
-class _KeepOneChunk(torch.nn.Module):
-    """The encoder's subsampling, keeping only its newest ``valid_out_len`` frames (one chunk): the older ones are the
-    pre-encode cache's, emitted by the previous chunk. NeMo drops a fixed ``drop_extra_pre_encoded`` instead, which
-    is the same for a full window and wrong for a stream's first chunk (no cache: nothing to drop)."""
+def window_geometry(encoder) -> dict[str, int]:
+    """Frames of one window, its shift, and the lead-in a stream starts with, for the encoder at its current
+    lookahead: window k holds chunk k, and for k > 0 the ``pre_encode_cache`` frames before it."""
+    cfg = encoder.streaming_cfg
+    chunk, first = _first_and_later(cfg.chunk_size), int(cfg.chunk_size[0])
+    window = chunk + _first_and_later(cfg.pre_encode_cache_size)
+    return {"window_size": window, "chunk_shift": chunk, "lead_frames": window - first}
 
-    def __init__(self, pre_encode: torch.nn.Module, chunk_frames: int):
+
+class _SkipLeadIn(torch.nn.Module):
+    """The encoder's subsampling on one window, keeping the encoder frames of its new chunk.
+
+    A window at step k still holds ``skip = max(0, lead - shift * k)`` lead-in frames; they are cut off before the
+    subsampling, which then sees the stream from its start like NeMo's first steps, and the frames it emits for the
+    pre-encode cache part of the window are dropped. Traced graphs cannot branch per row, so every skip that
+    occurs (2 or 3 of them) is computed and each row takes its own: the subsampling is a small part of a step."""
+
+    def __init__(self, pre_encode: torch.nn.Module, geometry: dict[str, int], pre_cache: int, chunk_frames: int):
         super().__init__()
         self.inner, self.chunk_frames = pre_encode, chunk_frames
+        self.lead, self.shift = lead, shift = geometry["lead_frames"], geometry["chunk_shift"]
+        self.variants: list[tuple[int, int]] = []  # (skip, encoder frames to drop)
+        for step in range(lead // shift + 2):
+            skip = max(0, lead - shift * step)
+            new_chunk_starts = lead if step == 0 else pre_cache
+            self.variants.append((skip, self._emitted(max(0, new_chunk_starts - skip))))
+            if skip == 0:
+                break
+        self.cache_len: torch.Tensor | None = None  # set by _StreamingEncoder before each call
+
+    def _emitted(self, frames: int) -> int:
+        if frames == 0:
+            return 0
+        x = torch.zeros(1, frames, self.inner._feat_in)
+        return int(self.inner(x=x, lengths=torch.tensor([frames]))[1][0])
 
     def forward(self, x, lengths):
-        out, lengths = self.inner(x=x, lengths=lengths)
-        drop = torch.clamp(torch._shape_as_tensor(out)[1] - self.chunk_frames, min=0)  # traced: follows T
-        return out[:, drop:], (lengths - drop).clamp(min=0)
+        step = torch.div(self.cache_len, self.chunk_frames, rounding_mode="floor")  # every window adds one chunk
+        row_skip = torch.clamp(self.lead - self.shift * step, min=0)
+        out = out_lengths = None
+        for skip, drop in self.variants:
+            frames, frame_lengths = self.inner(x=x[:, skip:], lengths=torch.clamp(lengths - skip, min=0))
+            frames, frame_lengths = frames[:, drop:], torch.clamp(frame_lengths - drop, min=0)
+            if out is None:
+                out, out_lengths = frames, frame_lengths
+            else:
+                take = row_skip == skip
+                out = torch.where(take[:, None, None], frames, out)
+                out_lengths = torch.where(take, frame_lengths, out_lengths)
+        return out, out_lengths
 
 
 class _StreamingEncoder(torch.nn.Module):
-    """One chunk step of the encoder with batch-first caches, as sherpa-onnx runs it."""
+    """One window step of the encoder with batch-first caches, as sherpa-onnx runs it."""
 
     def __init__(self, encoder):
         super().__init__()
         self.encoder = encoder
         cfg = encoder.streaming_cfg
-        encoder.pre_encode = _KeepOneChunk(encoder.pre_encode, int(cfg.valid_out_len))
-        cfg.drop_extra_pre_encoded = 0  # dropped by _KeepOneChunk instead
+        encoder.pre_encode = _SkipLeadIn(encoder.pre_encode, window_geometry(encoder),
+                                         _first_and_later(cfg.pre_encode_cache_size), int(cfg.valid_out_len))
+        cfg.drop_extra_pre_encoded = 0  # dropped by _SkipLeadIn instead
 
     def forward(self, audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len):
+        self.encoder.pre_encode.cache_len = cache_last_channel_len
         return self.encoder.forward_for_export(audio_signal, length, cache_last_channel, cache_last_time,
                                                cache_last_channel_len)
 
@@ -109,9 +154,11 @@ def _export_decoder(model, path: Path) -> None:
 
 def encoder_metadata(model, encoder) -> dict[str, str]:
     """What sherpa-onnx's ``OnlineTransducerNeMoModel`` reads from the encoder, for ``encoder`` (the model's, at the
-    lookahead being exported): a window is one later chunk plus its pre-encode cache, and it moves by one chunk."""
+    lookahead being exported): a window is one later chunk plus its pre-encode cache, and it moves by one chunk;
+    ``lead_frames`` and ``lead_in_samples`` are this export's own (see the module docstring)."""
     cfg = encoder.streaming_cfg
-    chunk = _first_and_later(cfg.chunk_size)
+    geometry = window_geometry(encoder)
+    hop = int(round(model.cfg.preprocessor.window_stride * model.cfg.preprocessor.sample_rate))
     normalize = model.cfg.preprocessor.get("normalize", "NA")
     return {key: str(value) for key, value in {
         "model_type": "EncDecRNNTBPEModel",
@@ -119,8 +166,8 @@ def encoder_metadata(model, encoder) -> dict[str, str]:
         "version": "1",
         "att_context_size": json.dumps(list(encoder.att_context_size)),
         "chunk_size_ms": lookahead_ms(encoder.att_context_size),
-        "window_size": chunk + _first_and_later(cfg.pre_encode_cache_size),
-        "chunk_shift": chunk,
+        **geometry,
+        "lead_in_samples": geometry["lead_frames"] * hop + hop // 2,
         "vocab_size": model.decoder.vocab_size,  # without the blank: sherpa-onnx adds it
         "subsampling_factor": encoder.subsampling_factor,
         "feat_dim": encoder._feat_in,

@@ -1,14 +1,14 @@
 """Streaming recognition with an ONNX export: this project's own onnxruntime decoder, and sherpa-onnx.
 
 ``OnnxStreamingRecognizer`` is the parity check of the export: NeMo's preprocessor for the features (the PyTorch
-model's, so the features are the streaming engine's), the exported encoder stepped through exactly the chunks
-``recipes.streaming.ChunkPlan`` plans with its three caches, and greedy RNNT (NeMo's rule: up to ``max_symbols`` tokens
-per encoder frame) on the exported prediction network and joint. Its tokens must equal
+model's, so the features are the streaming engine's), the exported encoder stepped window by window as sherpa-onnx
+steps it (after the lead-in, ``recipes.export.onnx``) with its three caches, and greedy RNNT (NeMo's rule: up to
+``max_symbols`` tokens per encoder frame) on the exported prediction network and joint. Its tokens must equal
 ``StreamingRecognizer.stream``'s.
 
-``sherpa_transcribe`` runs the same files in ``sherpa_onnx.OnlineRecognizer``, a runtime written elsewhere: its own
-features (kaldi-native-fbank), its own chunking (every window carries the pre-encode cache, so a stream's first
-chunk starts two encoder frames late) and its own greedy search, so its WER is compared, not its tokens.
+``sherpa_transcribe`` runs the same files in ``sherpa_onnx.OnlineRecognizer``, a runtime written elsewhere, with
+the export's lead-in before each stream: its own features (kaldi-native-fbank) and its own greedy search, so its
+WER is compared, not its tokens.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import torch
 
 from recipes.export.onnx import load_manifest
 from recipes.streaming import (SAMPLE_RATE, ChunkPlan, StreamingRecognizer, Transcripts, evaluation_mode,
-                               lookahead_ms, padded)
+                               lookahead_ms)
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
@@ -72,6 +72,21 @@ class OnnxStreamingRecognizer:
                 np.zeros((batch, meta["cache_last_time_dim1"], meta["cache_last_time_dim2"],
                           meta["cache_last_time_dim3"]), np.float32),
                 np.zeros((batch,), np.int64)]
+
+    def window(self, key: str, feats: Sequence[torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Window ``step`` of every stream (features (F, T) each) and its length: ``window_size`` frames from
+        ``chunk_shift * step`` into the stream after ``lead_frames`` of lead-in (zeros here: the graph skips them)."""
+        meta = {k: int(self.manifest["encoders"][key]["metadata"][k]) for k in ("window_size", "chunk_shift",
+                                                                                 "lead_frames")}
+        size, start = meta["window_size"], meta["chunk_shift"] * step - meta["lead_frames"]
+        x = feats[0].new_zeros(len(feats), feats[0].size(0), size)
+        lengths = []
+        for row, feat in enumerate(feats):
+            piece = feat[:, max(start, 0) : start + size]
+            offset = max(-start, 0)
+            x[row, :, offset : offset + piece.size(1)] = piece
+            lengths.append(offset + piece.size(1))
+        return x, torch.tensor(lengths)
 
     def step(self, key: str, chunk: torch.Tensor, lengths: torch.Tensor, cache: list[np.ndarray]) -> EncoderStep:
         outputs = self.encoder(key).run(None, {
@@ -125,9 +140,7 @@ class OnnxStreamingRecognizer:
 
     def _stream_batch(self, key: str, plan: ChunkPlan, feats: list[torch.Tensor], tokens: list[list[int]],
                       result: Transcripts, ids: list[int]) -> None:
-        frames = [f.size(1) for f in feats]
-        total = [plan.steps(n) for n in frames]
-        batch, lengths = padded(feats)
+        total = [plan.steps(f.size(1)) for f in feats]
         cache = self.initial_cache(key, len(feats))
         blank = np.full(len(feats), self.blank)
         zero_state = [np.zeros((int(self.manifest["encoders"][key]["metadata"]["pred_rnn_layers"]), len(feats),
@@ -137,12 +150,7 @@ class OnnxStreamingRecognizer:
         for k in range(max(total)):
             began = time.perf_counter()
             rows = np.array([k < n for n in total])
-            if k < plan.initial_steps:
-                chunk, chunk_lens, _ = plan.chunk_input(batch[rows], lengths[rows], k)
-            else:
-                live = np.flatnonzero(rows)
-                chunk, chunk_lens = plan.later_input([feats[i] for i in live], [frames[i] for i in live],
-                                                     [k] * len(live))
+            chunk, chunk_lens = self.window(key, [feats[i] for i in np.flatnonzero(rows)], k)
             out = self.step(key, chunk, chunk_lens, [c[rows] for c in cache])
             for c, new in zip(cache, out.cache):
                 c[rows] = new
@@ -158,7 +166,8 @@ class OnnxStreamingRecognizer:
 def sherpa_transcribe(onnx_dir: str | Path, key: str, audios: Sequence[np.ndarray], int8: bool = False,
                       threads: int = 1, batch_size: int = 32) -> tuple[list[str], float]:
     """Texts of every waveform decoded by ``sherpa_onnx.OnlineRecognizer`` with the encoder of lookahead ``key``,
-    and the compute seconds. Each stream gets one window of silence after its audio, so its last chunk is decoded."""
+    and the compute seconds. Each stream starts with the export's lead-in of silence (``lead_in_samples``) and ends
+    with two windows of it, so that its last chunk is decoded."""
     import sherpa_onnx
 
     onnx_dir = Path(onnx_dir)
@@ -169,12 +178,14 @@ def sherpa_transcribe(onnx_dir: str | Path, key: str, audios: Sequence[np.ndarra
         decoder=str(onnx_file(onnx_dir, manifest["decoder"], int8)),
         joiner=str(onnx_file(onnx_dir, manifest["joiner"], int8)), num_threads=threads, sample_rate=SAMPLE_RATE,
         feature_dim=int(entry["metadata"]["feat_dim"]), decoding_method="greedy_search")
+    lead_in = np.zeros(int(entry["metadata"]["lead_in_samples"]), np.float32)
     tail = np.zeros(int(entry["metadata"]["window_size"]) * SAMPLE_RATE // 100 * 2, np.float32)
     texts, seconds = [], 0.0
     for start in range(0, len(audios), batch_size):
         streams = []
         for audio in audios[start : start + batch_size]:
             stream = recognizer.create_stream()
+            stream.accept_waveform(SAMPLE_RATE, lead_in)
             stream.accept_waveform(SAMPLE_RATE, np.asarray(audio, np.float32))
             stream.accept_waveform(SAMPLE_RATE, tail)
             stream.input_finished()
