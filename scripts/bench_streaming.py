@@ -358,7 +358,7 @@ def main() -> None:
             same = sum(x.strip() == y.strip() for x, y in zip(a.texts, e.texts))
             words, of = word_differences(a.texts, e.texts)
             print(f"- (a) transcripts identical to (e): {same == len(audios)} ({same} of {len(audios)} identical; "
-                  f"{words} of {of} words differ)")
+                  f"{words} word edits from (a)'s {of} words to (e)'s)")
         if "d" in runs:
             d = runs["d"]
             diffs = ", ".join(f"({n}) {count_token_differences(runs[n].tokens, d.tokens)}"
