@@ -76,7 +76,8 @@ class _SkipLeadIn(torch.nn.Module):
     def __init__(self, pre_encode: torch.nn.Module, geometry: dict[str, int], pre_cache: int, chunk_frames: int):
         super().__init__()
         self.inner, self.chunk_frames = pre_encode, chunk_frames
-        self.lead, self.shift = lead, shift = geometry["lead_frames"], geometry["chunk_shift"]
+        lead, shift = geometry["lead_frames"], geometry["chunk_shift"]
+        self.lead, self.shift = lead, shift
         self.variants: list[tuple[int, int]] = []  # (skip, encoder frames to drop)
         for step in range(lead // shift + 2):
             skip = max(0, lead - shift * step)
@@ -87,10 +88,12 @@ class _SkipLeadIn(torch.nn.Module):
         self.cache_len: torch.Tensor | None = None  # set by _StreamingEncoder before each call
 
     def _emitted(self, frames: int) -> int:
+        """Encoder frames the subsampling emits for the first ``frames`` mel frames of what it is given."""
         if frames == 0:
             return 0
-        x = torch.zeros(1, frames, self.inner._feat_in)
-        return int(self.inner(x=x, lengths=torch.tensor([frames]))[1][0])
+        with torch.no_grad():
+            _, emitted = self.inner(x=torch.zeros(1, frames, self.inner._feat_in), lengths=torch.tensor([frames]))
+        return int(emitted[0])
 
     def forward(self, x, lengths):
         step = torch.div(self.cache_len, self.chunk_frames, rounding_mode="floor")  # every window adds one chunk
