@@ -70,7 +70,8 @@ def test_replay_share_reweights_the_blend_without_data_prep(demo_workdir):
                                                 "data.blend_weights={demo_target: 0.5, demo_general: 0.5}"])
         entries = OmegaConf.to_container(cfg.data.train_ds.input_cfg, resolve=True)
         assert {e["tags"]["corpus"]: e["weight"] for e in entries} == {"demo_target": 0.5, "demo_general": 0.5}
-        as_blended = compose_config(CONF, "finetune", ["experiment=demo_finetune"]).data.train_ds.input_cfg
+        as_blended = compose_config(CONF, "finetune", ["experiment=demo_finetune", "data.blend_weights=null"]
+                                    ).data.train_ds.input_cfg
         assert as_blended.endswith("blends/demo_replay/input_cfg.yaml")
         with pytest.raises(Exception, match="demo_nowhere"):
             compose_config(CONF, "finetune", ["experiment=demo_finetune", "data.blend_weights={demo_nowhere: 1}"]

@@ -113,3 +113,15 @@ def test_config_mistakes_stop_with_one_line(run_dir, tmp_path):
     with pytest.raises(UsageError, match="checkpoint=averaged needs"):
         run(cfg("checkpoint=averaged"))
     assert resolve_checkpoint(run_dir, "step000100").name == "step000100.ckpt"
+
+
+def test_results_card_lists_the_blend_weights_the_run_trained_with(demo_workdir):
+    from recipes.export.card import data_section
+
+    prepared = demo_workdir / "data/prepared"
+    run = OmegaConf.create({"data": {"blend_dir": str(prepared / "blends/demo_replay"), "prepared_dir": str(prepared),
+                                     "blend_weights": {"demo_target": 0.25, "demo_general": 0.75}}})
+    reweighted = "\n".join(data_section(run))
+    assert "re-weighted by `data.blend_weights`" in reweighted and "| demo_general | 0.75 |" in reweighted
+    run.data.blend_weights = None
+    assert "| demo_general | 0.2 |" in "\n".join(data_section(run))  # as blended

@@ -40,14 +40,18 @@ def _read_json(path: str | Path, key: str) -> dict:
 
 
 def data_section(run: DictConfig) -> list[str]:
-    """Blend weights and hours per corpus (``blend.json``), rows kept and rejected per split (``summary.json``)."""
+    """Blend weights (as trained: ``data.blend_weights`` where set) and hours per corpus (``blend.json``), rows kept
+    and rejected per split (``summary.json``)."""
     lines = ["## Data", ""]
     blend_path = Path(run.data.get("blend_dir") or "") / "blend.json"
     if blend_path.is_file():
         blend = json.loads(blend_path.read_text())
-        lines += [f"Training blend `{blend['name']}` ({blend_path}):", "",
+        trained = run.data.get("blend_weights") or {}
+        lines += [f"Training blend `{blend['name']}` ({blend_path})"
+                  + (", re-weighted by `data.blend_weights`" if trained else "") + ":", "",
                   "| corpus | weight | cuts | hours |", "|---|---:|---:|---:|"]
-        lines += [f"| {c['corpus']} | {c['weight']} | {c['cuts']} | {c['hours']:.2f} |" for c in blend["corpora"]]
+        lines += [f"| {c['corpus']} | {trained.get(c['corpus'], c['weight'])} | {c['cuts']} | {c['hours']:.2f} |"
+                  for c in blend["corpora"]]
         lines += [""]
         corpora = [c["corpus"] for c in blend["corpora"]]
     else:
