@@ -43,7 +43,7 @@ fi
 
 # finished.json appears only when training reached max_steps: an interrupted fine-tune is resumed, not exported.
 if run 5 && [[ ! -f exp/demo_finetune/finished.json ]]; then
-  log 5 "fine-tune on the target domain (streaming WER after every checkpoint; resumes an interrupted run)"
+  log 5 "fine-tune on the target domain, re-weighted to 75 % general replay (streaming WER after every checkpoint; resumes an interrupted run)"
   python -m recipes.finetune experiment=demo_finetune
 fi
 
