@@ -1,5 +1,6 @@
 """Training, streaming evaluation and export of cache-aware FastConformer-RNNT models."""
 import os
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -7,8 +8,8 @@ from omegaconf import OmegaConf
 def reweighted_blend(input_cfg: str, weights=None):
     """A blend's ``input_cfg.yaml`` path as is, or (``weights``: ``{corpus: weight}``) its entries with those
     corpora re-weighted: another replay share from the same prepared Shar, without re-running data prep."""
-    if not weights:
-        return input_cfg
+    if not weights or not Path(input_cfg).is_file():
+        return input_cfg  # a missing blend is reported by recipes.checks, with the data prep command to run
     from recipes.errors import UsageError
 
     entries = OmegaConf.load(input_cfg)
