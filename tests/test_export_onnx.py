@@ -5,15 +5,16 @@ import onnx
 import pytest
 import torch
 
-from recipes.evaluation import load_eval_set, word_error_rates
+from recipes.evaluation import load_eval_set, word_error_counts
 from recipes.export.onnx import export_onnx
 from recipes.export.onnx_streaming import OnnxStreamingRecognizer, sherpa_transcribe
 from recipes.inference import load_model
 from recipes.streaming import ChunkPlan, StreamingRecognizer, evaluation_mode, lookahead_ms, padded
 from tests.conftest import BASE_MODEL
 
-# sherpa-onnx 2.0.1 against the PyTorch engine on the demo dev sets, with the export's lead-in (docs/export.md):
-# within 0.5 point absolute (measured: 0.0-0.5 on general_dev). Without the lead-in it was 2-5 points off.
+# sherpa-onnx 2.0.1 against the PyTorch engine, with the export's lead-in: within 0.5 point absolute on the demo's
+# 150-utterance dev sets (scripts/bench_runtimes.py, docs/export.md; 2-7 points off without the lead-in). The test's
+# dev set has about 60 words, where one word is 1.7 points: it allows 0.5 % of the words, and at least one.
 SHERPA_TOLERANCE = 0.005
 
 
@@ -99,10 +100,11 @@ def test_sherpa_onnx_online_recognizer_decodes_the_export_at_every_lookahead(exp
     pytorch = StreamingRecognizer(model, batch_size=16)
     for la in model.encoder.att_context_size_all:
         key = f"{lookahead_ms(la)}ms"
-        reference = word_error_rates(dev.texts, pytorch.stream(dev.audios, la).texts)["wer"]
-        fp32 = word_error_rates(dev.texts, sherpa_transcribe(out, key, dev.audios)[0])["wer"]
-        int8 = word_error_rates(dev.texts, sherpa_transcribe(out, key, dev.audios, int8=True)[0])["wer"]
-        assert reference < 0.3, "the demo base model knows the general domain"
-        assert abs(fp32 - reference) <= SHERPA_TOLERANCE, f"{key}: sherpa-onnx {fp32:.3f} vs PyTorch {reference:.3f}"
-        assert abs(int8 - reference) <= SHERPA_TOLERANCE, f"{key}: sherpa-onnx int8 {int8:.3f} vs {reference:.3f}"
+        reference, words = word_error_counts(dev.texts, pytorch.stream(dev.audios, la).texts)
+        fp32, _ = word_error_counts(dev.texts, sherpa_transcribe(out, key, dev.audios)[0])
+        int8, _ = word_error_counts(dev.texts, sherpa_transcribe(out, key, dev.audios, int8=True)[0])
+        allowed = max(1, int(SHERPA_TOLERANCE * words))
+        assert reference < 0.3 * words, "the demo base model knows the general domain"
+        assert abs(fp32 - reference) <= allowed, f"{key}: sherpa-onnx {fp32} vs PyTorch {reference} errors of {words}"
+        assert abs(int8 - reference) <= allowed, f"{key}: sherpa-onnx int8 {int8} vs {reference} errors of {words}"
 
