@@ -125,3 +125,26 @@ def test_streaming_reports_latencies_per_utterance(random_model):
     assert [round(s, 2) for s, _ in partials[:3]] == [0.09, 0.25, 0.41]  # first chunk 9 mel frames, then 16
     assert partials[-1][0] == pytest.approx(4.0, abs=0.02)
     assert partials[-1][1] == result.texts[1]
+
+
+def test_few_row_kernels_compute_the_modules_products_and_leave_them_as_they_were(random_model):
+    """The CPU kernels the engine streams with (``_FewRowKernels``): the encoder's own products, for few rows
+    and for many, and NeMo's modules untouched after the context."""
+    from recipes.streaming import _FewRowKernels
+
+    encoder = random_model.encoder
+    kernels = _FewRowKernels(encoder)
+    assert kernels.linears and len(kernels.pointwise) == 2 * len(encoder.layers)  # two per conformer convolution
+    layer = encoder.layers[0]
+    linear, conv = layer.feed_forward1.linear1, layer.conv.pointwise_conv1
+    inputs = {rows: torch.randn(rows, 1, linear.in_features) for rows in (1, 8, _FewRowKernels.MAX_ROWS + 1)}
+    with torch.no_grad():
+        expected = {rows: (linear(x), conv(x.transpose(1, 2))) for rows, x in inputs.items()}
+        with kernels:
+            assert "forward" in linear.__dict__ and "forward" in conv.__dict__  # the engine's kernels, not the class's
+            got = {rows: (linear(x), conv(x.transpose(1, 2))) for rows, x in inputs.items()}
+    for rows in inputs:
+        for mine, theirs in zip(got[rows], expected[rows]):
+            assert mine.shape == theirs.shape
+            torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+    assert all("forward" not in m.__dict__ for m in kernels.linears + kernels.pointwise)
