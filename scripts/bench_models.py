@@ -5,10 +5,7 @@ number format, lookaheads (320 ms included), timing that waits for the GPU, and 
 and a SentencePiece tokenizer of the config's vocabulary size trained on demo-grammar text
 (``data_prep.demo_corpus.sample_texts``): the real 0.6B architecture with nothing downloaded. Throughput and FLOPs
 of a chunk step depend on the shapes, not on the weights; transcripts of random weights are only good for
-comparing methods with each other. One thing the weights do change is how many tokens the decoder emits: random
-weights emit up to ``max_symbols`` tokens at every frame (10 per 80 ms, about 20x a trained model), which makes the
-prediction network most of a chunk step's cost. So the joint's blank logit is raised until the model emits about
-``SPEECH_TOKEN_RATE`` tokens per second (``realistic_token_rate``).
+comparing methods with each other.
 """
 from __future__ import annotations
 
@@ -66,35 +63,7 @@ def load_bench_model(spec: str, device: torch.device):
         cfg.init_from = None
         cfg.architecture.tokenizer.dir = str(demo_tokenizer(int(cfg.architecture.decoder.vocab_size)))
     torch.manual_seed(0)
-    model = build_model(cfg).to(device).eval()
-    realistic_token_rate(model)
-    return model
-
-
-SPEECH_TOKEN_RATE = 6.0  # tokens per second: ~2.5 words/s of speech in ~2.4 pieces each (the demo text's 1024-piece BPE)
-
-
-@torch.no_grad()
-def realistic_token_rate(model, rate: float = SPEECH_TOKEN_RATE, seconds: float = 8.0, tries: int = 12) -> float:
-    """Raise the blank logit of a randomly initialised model (the joint's output bias) until offline greedy decoding
-    of ``seconds`` of noise emits about ``rate`` tokens per second (bisection; tokens fall as the bias grows).
-    Returns the tokens per second reached."""
-    from recipes.streaming import StreamingRecognizer
-
-    bias = model.joint.joint_net[-1].bias
-    blank = model.joint.num_classes_with_blank - 1
-    audio = (0.1 * np.random.default_rng(0).standard_normal(int(seconds * 16000))).astype(np.float32)
-    recognizer = StreamingRecognizer(model)
-    start, low, high = float(bias[blank]), 0.0, 64.0
-
-    def tokens_per_second(offset: float) -> float:
-        bias[blank] = start + offset
-        return len(recognizer.offline([audio], model.encoder.att_context_size).tokens[0]) / seconds
-
-    for _ in range(tries):
-        middle = (low + high) / 2
-        low, high = (middle, high) if tokens_per_second(middle) > rate else (low, middle)
-    return tokens_per_second(high)
+    return build_model(cfg).to(device).eval()
 
 
 def use_cuda_graph_decoding(model) -> None:
