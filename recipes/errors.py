@@ -23,8 +23,9 @@ def _report(program: str, message: str) -> NoReturn:
 
 
 def exit_on_usage_error(program: str):
-    """Decorate an entry point: a :class:`UsageError` becomes ``<program>: error: <message>`` on stderr and exit
-    status 2, without a traceback (the command-line contract shared with ``data_prep``)."""
+    """Decorate an entry point: a :class:`UsageError`, or a required ``???`` value it reads that was not given,
+    becomes ``<program>: error: <message>`` on stderr and exit status 2, without a traceback (the command-line
+    contract shared with ``data_prep``)."""
     def decorate(main):
         @functools.wraps(main)
         def wrapper(*args, **kwargs):
@@ -32,6 +33,8 @@ def exit_on_usage_error(program: str):
                 return main(*args, **kwargs)
             except UsageError as err:
                 _report(program, str(err))
+            except (MissingMandatoryValue, InterpolationToMissingValueError) as err:  # a ``???`` read by the recipe:
+                _report(program, missing_message(err))  # reported here, before Hydra logs "Error executing job"
         return wrapper
     return decorate
 
@@ -64,5 +67,9 @@ def run_hydra_main(main: Callable[[], None], program: str) -> None:
     except (ConfigCompositionException, OverrideParseException) as err:
         _report(program, hydra_message(err))
     except (MissingMandatoryValue, InterpolationToMissingValueError) as err:
-        key = str(err).splitlines()[0].rsplit(": ", 1)[-1]  # "...: Missing mandatory value: run_dir"
-        _report(program, f"{key}: required, and not given (add {key}=...)")
+        _report(program, missing_message(err))
+
+
+def missing_message(err: MissingMandatoryValue | InterpolationToMissingValueError) -> str:
+    key = str(err).splitlines()[0].rsplit(": ", 1)[-1]  # "...: Missing mandatory value: run_dir"
+    return f"{key}: required, and not given (add {key}=...)"

@@ -10,8 +10,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from recipes import register_resolvers
 from recipes.errors import UsageError, exit_on_usage_error, run_hydra_main
-from recipes.inference import load_model
-from recipes.interpolation import check_compatible, choose_alpha, interpolate, sweep, write_outputs
 
 
 def run(cfg: DictConfig) -> float:
@@ -26,6 +24,10 @@ def run(cfg: DictConfig) -> float:
     alphas = sorted({0.0, 1.0, *(float(a) for a in cfg.alphas)})
     if alphas[0] < 0 or alphas[-1] > 1:
         raise UsageError(f"alphas={list(cfg.alphas)}: give values in [0, 1] (0 = base, 1 = fine-tuned)")
+    # NeMo's ~10 s import only once the inputs are known to be good.
+    from recipes.inference import load_model
+    from recipes.interpolation import check_compatible, choose_alpha, interpolate, sweep, write_outputs
+
     base, finetuned = load_model(cfg.base), load_model(cfg.finetuned)
     check_compatible(base, finetuned, cfg.base, cfg.finetuned)
     lookaheads = OmegaConf.to_container(cfg.lookaheads) if cfg.lookaheads else finetuned.encoder.att_context_size_all

@@ -184,6 +184,12 @@ def test_command_line_mistakes_are_one_line_on_stderr_and_exit_2(demo_workdir, a
     assert message in done.stderr
 
 
+def test_a_required_value_read_by_the_recipe_is_one_line_too(demo_workdir):
+    done = run_cli("recipes.interpolate", [f"base={BASE_MODEL}"], demo_workdir)  # finetuned=??? not given
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == "recipes.interpolate: error: finetuned: required, and not given (add finetuned=...)\n"
+
+
 def test_validate_only_checks_and_exits_0_and_evaluate_names_its_own_key(demo_workdir, tmp_path):
     done = run_cli("recipes.finetune", ["experiment=demo_finetune", "run_name=checks_cli",
                                         f"model.init_from={BASE_MODEL}", "validate_only=true"], demo_workdir)
