@@ -294,16 +294,16 @@ class _FewRowKernels:
     """On CPU, the encoder's matrix products of few rows on the kernels that are fast for them, while streaming.
 
     A chunk step multiplies every weight by only streams x chunk-frames rows, which should cost about one read of
-    the weights. Measured on the 0.6B architecture, 8 streams at 80 ms, on a 2-core AMD EPYC (torch 2.13, MKL
-    2024.2, oneDNN 3.12): oneDNN's 1x1 convolution of one frame took 10 ms for a 2048 x 1024 weight that a
-    matrix product reads in 2, and MKL's ``x @ W.T`` of 8 rows ran at a third of memory speed where ``W @ x.T``
-    (the same products, another kernel) runs near it. Together a step took 0.65 s instead of 1.05 s. So the
-    pointwise convolutions run as matrix products, and products of at most ``MAX_ROWS`` rows as ``W @ x.T``;
-    the arithmetic is the same, only the summation order inside a kernel may differ. Off on a GPU, whose
-    kernels have no such gap.
+    the weights. On CPU two kernels are slow at that: oneDNN's 1x1 convolution of a few frames, and MKL's
+    ``x @ W.T`` of a few rows, where ``W @ x.T`` is the same products on another kernel. So the pointwise
+    convolutions run as matrix products, and products of at most ``MAX_ROWS`` rows as ``W @ x.T``; the arithmetic
+    is the same, only the summation order inside a kernel may differ. Measured by
+    ``scripts/profile_streaming_step.py`` on the 0.6B architecture, 8 streams at 80 ms, a 2-core AMD EPYC (torch
+    2.13, MKL 2024.2, oneDNN 3.12): a step took 737 ms with these kernels and 1,038 ms without. Off on a GPU
+    (not measured there).
     """
 
-    MAX_ROWS = 64  # W @ x.T measured faster from 1 to 128 rows on the machine above
+    MAX_ROWS = 64  # few rows: up to 8 streams of a 560 ms chunk (7 frames); larger products keep MKL's own kernel
 
     def __init__(self, encoder):
         modules = list(encoder.layers.modules()) if next(encoder.parameters()).device.type == "cpu" else []
