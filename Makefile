@@ -1,12 +1,13 @@
 # make demo   - the whole demo on the embedded default (installs first)
 # make test   - the test suite (installs first)
+# make lint   - ruff's lint and format checks (installs first)
 PYTHON ?= python3.11
 VENV   ?= .venv
 # A CPU build here; on GPU nodes set TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128".
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test
+.PHONY: install demo test lint
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -21,3 +22,7 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .

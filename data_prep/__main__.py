@@ -1,4 +1,5 @@
 """python -m data_prep corpus=<name> [key=value ...]: prepare one corpus (see docs/data_prep.md)."""
+
 from __future__ import annotations
 
 import hydra

@@ -4,6 +4,7 @@ Everything here reads audio headers only; the samples are decoded once, by the S
 Resampling and down-mixing are Lhotse transforms recorded on the cut, so ``cuts.jsonl.gz`` still points at
 the original files and loads them as 16 kHz mono.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,6 +3,7 @@
 The file is a flat YAML list of bin edges in seconds: the value of NeMo's ``bucket_duration_bins``
 (``num_buckets`` is then ``len(bins) + 1``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -10,6 +10,7 @@ and writes, under ``<out_root>/blends/<name>/``:
 - ``train_ds.yaml``: the data keys of a NeMo ``train_ds`` using the two files above.
 - ``blend.json``: what went into the mix (hours and cuts per corpus, weights).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -58,7 +59,9 @@ def write_blend(cfg: Mapping) -> dict:
         if not isinstance(item, Mapping) or not item.get("corpus"):
             raise DataPrepError(f"blend {name!r}: each entry needs 'corpus' and 'weight' (got {item!r})")
         if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
-            raise DataPrepError(f"blend {name!r}: weight of {item['corpus']!r} must be a positive number (got {weight!r})")
+            raise DataPrepError(
+                f"blend {name!r}: weight of {item['corpus']!r} must be a positive number (got {weight!r})"
+            )
     num_buckets = conf.get("num_buckets", 30)
     summaries = {item["corpus"]: _prepared(out_root, item["corpus"], split) for item in corpora}
 

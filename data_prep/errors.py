@@ -1,4 +1,5 @@
 """The two ways data preparation says no: stop the whole run, or set one row aside."""
+
 from __future__ import annotations
 
 import sys
@@ -43,7 +44,7 @@ REASONS: dict[str, str] = {
     "chars_per_second_low": "fewer characters per second than filters.min_chars_per_second",
     "chars_per_second_high": "more characters per second than filters.max_chars_per_second",
     "rnnt_infeasible": "the model cannot emit this transcript in its encoder frames (filters.feasibility: with a "
-                       "CTC head fewer frames than tokens, RNNT only more tokens than max_symbols x frames)",
+    "CTC head fewer frames than tokens, RNNT only more tokens than max_symbols x frames)",
     "audio_undecodable": "decoding the audio failed (truncated or corrupt file)",
 }
 

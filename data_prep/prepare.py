@@ -4,6 +4,7 @@ Phase one reads and screens every split (nothing is written yet, so a broken inp
 any work). Phase two, per split, runs the shard workers, then writes ``cuts.jsonl.gz``, ``rejects.jsonl``,
 ``duration_bins.yaml`` and ``summary.json``; the corpus ``summary.json`` comes last.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -25,6 +26,7 @@ from data_prep.rows import Screened, Screener
 from data_prep.settings import PrepSettings, settings_from_cfg
 from data_prep.summary import corpus_summary, feasibility_summary, split_summary, write_json
 from data_prep.tokenizer import load_sentencepiece
+from recipes.run_dir import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +64,12 @@ def _run_jobs(jobs: list[shards.ShardJob], workers: int, bar: tqdm) -> list[shar
 
 def _concatenate(parts: list[Path], dest: Path) -> None:
     """Gzip members concatenate into a valid gzip file: the split's manifest without re-encoding."""
-    tmp = dest.with_name(dest.name + ".tmp")
-    with open(tmp, "wb") as out:
+    with atomic_path(dest) as tmp, open(tmp, "wb") as out:
         if not parts:  # nothing kept: still a valid (empty) gzip file
             out.write(gzip.compress(b""))
         for part in parts:
             with open(part, "rb") as f:
                 shutil.copyfileobj(f, out)
-    tmp.replace(dest)
 
 
 def prepare_split(settings: PrepSettings, split: str, screened: Screened) -> dict:
@@ -97,7 +97,9 @@ def prepare_split(settings: PrepSettings, split: str, screened: Screened) -> dic
         else:
             todo.append(job)
     if results:
-        log.info("%s/%s: %d of %d shards already done, reusing them", settings.corpus.name, split, len(results), len(mine))
+        log.info(
+            "%s/%s: %d of %d shards already done, reusing them", settings.corpus.name, split, len(results), len(mine)
+        )
 
     with tqdm(
         total=sum(len(job.candidates) for job in mine),
@@ -109,8 +111,16 @@ def prepare_split(settings: PrepSettings, split: str, screened: Screened) -> dic
         results += _run_jobs(todo, settings.num_workers, bar)
     results.sort(key=lambda r: r.index)
     if count > 1:  # one task of an array: its shards are done; the merge is a later run with part.count=1
-        return {"split": split, "part": [index, count], "shards": {
-            "total": len(jobs), "mine": [job.index for job in mine], "reused": len(mine) - len(todo), "written": len(todo)}}
+        return {
+            "split": split,
+            "part": [index, count],
+            "shards": {
+                "total": len(jobs),
+                "mine": [job.index for job in mine],
+                "reused": len(mine) - len(todo),
+                "written": len(todo),
+            },
+        }
 
     cuts_path = root / "cuts.jsonl.gz"
     _concatenate([shards.kept_cuts_path(work_dir, r.index) for r in results], cuts_path)
@@ -167,7 +177,10 @@ def prepare_corpus(cfg: Mapping) -> dict:
         screened[split] = screener.screen_split(inputs)
         log.info(
             "%s/%s: %d rows read, %d set aside on reading",
-            settings.corpus.name, split, screened[split].rows_in, len(screened[split].rejects),
+            settings.corpus.name,
+            split,
+            screened[split].rows_in,
+            len(screened[split].rejects),
         )
     splits = {split: prepare_split(settings, split, s) for split, s in screened.items()}
     if settings.part[1] > 1:

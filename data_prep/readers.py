@@ -6,6 +6,7 @@ comes out as a row carrying its rejection instead of an exception.
 - Lhotse manifests: a cuts manifest, or a recordings manifest plus a supervisions manifest.
 - A folder of audio plus a TSV: ``<audio path><TAB><transcript>`` per line, an optional header line.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -84,7 +85,9 @@ def read_tsv(spec: InputSpec) -> Iterator[RawRow]:
             continue
         first = False
         if not tab or not audio.strip():
-            yield RawRow(source=str(spec.path), line=number, error=Rejected("bad_field", "expected <audio path><TAB><text>"))
+            yield RawRow(
+                source=str(spec.path), line=number, error=Rejected("bad_field", "expected <audio path><TAB><text>")
+            )
             continue
         yield RawRow(source=str(spec.path), line=number, fields={"audio_filepath": audio.strip(), "text": transcript})
 

@@ -3,6 +3,7 @@
 A row that passes becomes a :class:`Candidate`, a small picklable description of one cut that the shard
 workers turn into Lhotse objects once they have looked at the audio.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -120,8 +121,14 @@ def _check_language(cand: Candidate, expected: str | None) -> None:
 class Screener:
     """Turns the raw rows of one split into candidates or rejects, in input order."""
 
-    def __init__(self, corpus: CorpusSpec, policy: TextPolicy, max_unk_share: float, dedupe: bool,
-                 tokenizer: spm.SentencePieceProcessor | None) -> None:
+    def __init__(
+        self,
+        corpus: CorpusSpec,
+        policy: TextPolicy,
+        max_unk_share: float,
+        dedupe: bool,
+        tokenizer: spm.SentencePieceProcessor | None,
+    ) -> None:
         self.corpus = corpus
         self.policy = policy
         self.max_unk_share = max_unk_share
@@ -190,7 +197,9 @@ class Screener:
     def _from_cut(self, spec: InputSpec, row: RawRow) -> Candidate:
         cut = row.cut
         if not isinstance(cut, (MonoCut, MultiCut)) or not cut.has_recording:
-            raise Rejected("bad_field", f"only MonoCut/MultiCut with a recording are supported (got {type(cut).__name__})")
+            raise Rejected(
+                "bad_field", f"only MonoCut/MultiCut with a recording are supported (got {type(cut).__name__})"
+            )
         texts = [s.text for s in sorted(cut.supervisions, key=lambda s: s.start) if s.text]
         recording = cut.recording.to_dict()
         for source in recording["sources"]:
@@ -234,7 +243,12 @@ class Screener:
         where = f"{cand.source}:{cand.line}"
         if self.dedupe:
             audio = cand.audio_path or tuple(s["source"] for s in cand.recording["sources"])
-            key = (audio, round(cand.offset, 3), None if cand.duration is None else round(cand.duration, 3), str(cand.channel))
+            key = (
+                audio,
+                round(cand.offset, 3),
+                None if cand.duration is None else round(cand.duration, 3),
+                str(cand.channel),
+            )
             first = self._seen.setdefault(key, where)
             if first != where:
                 raise Rejected("duplicate", f"same segment as {first}")

@@ -3,6 +3,7 @@
 Every problem found here is a :class:`DataPrepError` with one message that names the config key or the
 file at fault; nothing has been written when it is raised.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -15,10 +16,9 @@ from typing import Any, Mapping
 from omegaconf import DictConfig, OmegaConf
 
 from data_prep.errors import DataPrepError
-from data_prep.filters import Feasibility, feasibility
+from data_prep.feasibility import Feasibility, feasibility
 from data_prep.text import POLICIES, TextPolicy
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "data_prep"
 INPUT_FORMATS = ("auto", "nemo", "lhotse", "tsv")
 SHAR_AUDIO_FORMATS = ("flac", "wav", "opus", "mp3", "original")
 FEASIBILITY_RULES = ("auto", "ctc", "rnnt")
@@ -82,16 +82,6 @@ class PrepSettings:
     @property
     def corpus_dir(self) -> Path:
         return self.out_root / self.corpus.name
-
-
-def compose(overrides: list[str] = (), config_name: str = "prepare") -> DictConfig:
-    """Compose ``conf/data_prep/<config_name>.yaml`` with command-line style ``overrides``, as the
-    ``python -m data_prep`` entry point would (for tests, the demo and notebooks)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
 
 
 def _require(cond: bool, message: str) -> None:
@@ -173,7 +163,9 @@ def _corpus(cfg: Mapping) -> CorpusSpec:
     _require(isinstance(cfg, Mapping), "no corpus selected: run with corpus=<name> (a file in conf/data_prep/corpus/)")
     name = cfg.get("name")
     _require(isinstance(name, str) and name.strip() != "", "corpus.name must be a non-empty string")
-    _require("/" not in name and name not in (".", "..", "blends"), f"corpus.name {name!r} cannot be used as a folder name")
+    _require(
+        "/" not in name and name not in (".", "..", "blends"), f"corpus.name {name!r} cannot be used as a folder name"
+    )
     corpus_root = cfg.get("audio_root")
     if corpus_root is not None:
         corpus_root = Path(corpus_root)
@@ -188,7 +180,9 @@ def _corpus(cfg: Mapping) -> CorpusSpec:
             isinstance(items, (list, tuple)) and len(items) > 0,
             f"corpus.splits.{split} must be a non-empty list of inputs",
         )
-        specs[str(split)] = [_input_spec(item, f"corpus.splits.{split}[{i}]", corpus_root) for i, item in enumerate(items)]
+        specs[str(split)] = [
+            _input_spec(item, f"corpus.splits.{split}[{i}]", corpus_root) for i, item in enumerate(items)
+        ]
     language = cfg.get("language")
     text_field = cfg.get("text_field") or "text"
     return CorpusSpec(name=name, language=language or None, text_field=text_field, splits=specs)
@@ -197,7 +191,9 @@ def _corpus(cfg: Mapping) -> CorpusSpec:
 def _filters(cfg: Mapping, tokenizer: Path | None) -> Filters:
     where = "filters"
     rule = cfg.get("feasibility", "auto")
-    _require(rule in FEASIBILITY_RULES, f"filters.feasibility must be one of {', '.join(FEASIBILITY_RULES)} (got {rule!r})")
+    _require(
+        rule in FEASIBILITY_RULES, f"filters.feasibility must be one of {', '.join(FEASIBILITY_RULES)} (got {rule!r})"
+    )
     f = Filters(
         min_duration=_number(cfg, "min_duration", where, 0.0),
         max_duration=_number(cfg, "max_duration", where, 0.0),
@@ -248,11 +244,17 @@ def settings_from_cfg(cfg: DictConfig | Mapping) -> PrepSettings:
     tokenizer = resolved.get("tokenizer")
     if tokenizer is not None:
         tokenizer = Path(tokenizer)
-        _require(tokenizer.exists(), f"tokenizer not found: {tokenizer} (give a .nemo, a .model or a tokenizer dir, or tokenizer=null)")
+        _require(
+            tokenizer.exists(),
+            f"tokenizer not found: {tokenizer} (give a .nemo, a .model or a tokenizer dir, or tokenizer=null)",
+        )
 
     audio_cfg = resolved.get("audio") or {}
     sample_rate = audio_cfg.get("sample_rate")
-    _require(isinstance(sample_rate, int) and sample_rate > 0, f"audio.sample_rate must be a positive integer (got {sample_rate!r})")
+    _require(
+        isinstance(sample_rate, int) and sample_rate > 0,
+        f"audio.sample_rate must be a positive integer (got {sample_rate!r})",
+    )
     shar_cfg = resolved.get("shar") or {}
     shar_format = shar_cfg.get("audio_format")
     _require(
@@ -260,7 +262,10 @@ def settings_from_cfg(cfg: DictConfig | Mapping) -> PrepSettings:
         f"shar.audio_format must be one of {', '.join(SHAR_AUDIO_FORMATS)} (got {shar_format!r})",
     )
     shard_size = shar_cfg.get("shard_size")
-    _require(isinstance(shard_size, int) and shard_size > 0, f"shar.shard_size must be a positive integer (got {shard_size!r})")
+    _require(
+        isinstance(shard_size, int) and shard_size > 0,
+        f"shar.shard_size must be a positive integer (got {shard_size!r})",
+    )
     audio = AudioChecks(
         sample_rate=sample_rate,
         duration_tolerance=_number(resolved.get("validation") or {}, "duration_tolerance", "validation", 0.0),
@@ -271,7 +276,9 @@ def settings_from_cfg(cfg: DictConfig | Mapping) -> PrepSettings:
     workers = resolved.get("num_workers")
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    _require(isinstance(workers, int) and workers > 0, f"num_workers must be a positive integer or null (got {workers!r})")
+    _require(
+        isinstance(workers, int) and workers > 0, f"num_workers must be a positive integer or null (got {workers!r})"
+    )
 
     buckets = (resolved.get("bins") or {}).get("num_buckets")
     _require(isinstance(buckets, int) and buckets >= 2, f"bins.num_buckets must be an integer >= 2 (got {buckets!r})")
@@ -282,8 +289,10 @@ def settings_from_cfg(cfg: DictConfig | Mapping) -> PrepSettings:
     part = resolved.get("part") or {}
     count, index = part.get("count", 1), part.get("index", 0)
     _require(isinstance(count, int) and count >= 1, f"part.count must be a positive integer (got {count!r})")
-    _require(isinstance(index, int) and 0 <= index < count,
-             f"part.index must be an integer from 0 to part.count - 1 = {count - 1} (got {index!r})")
+    _require(
+        isinstance(index, int) and 0 <= index < count,
+        f"part.index must be an integer from 0 to part.count - 1 = {count - 1} (got {index!r})",
+    )
 
     return PrepSettings(
         corpus=_corpus(resolved.get("corpus")),

@@ -12,12 +12,12 @@ Layout of one split::
     <split>/.shards/000007.json                                marker: fingerprint, counts, rejects
     <split>/.shards/000007.cuts.jsonl.gz                       kept cuts pointing at the source audio
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from data_prep.errors import Rejected, one_line
 from data_prep.filters import apply_filters
 from data_prep.rows import Candidate, reject_entry
 from data_prep.settings import AudioChecks
+from recipes.run_dir import atomic_path, write_atomic
 
 # Bump when the meaning of a shard's contents changes, so that old shards are redone.
 SHARD_FORMAT_VERSION = 1
@@ -94,7 +95,9 @@ def reuse(job: ShardJob) -> ShardResult | None:
         return None
     if marker["kept"] and len(shard_files(job.shar_dir, job.index)) != 2:  # cuts + recording
         return None
-    return ShardResult(job.index, marker["rows"], marker["kept"], marker["kept_seconds"], marker["rejects"], reused=True)
+    return ShardResult(
+        job.index, marker["rows"], marker["kept"], marker["kept_seconds"], marker["rejects"], reused=True
+    )
 
 
 def remove(shar_dir: Path, work_dir: Path, index: int) -> None:
@@ -117,13 +120,16 @@ def run(job: ShardJob) -> ShardResult:
     checks = job.checks
     rejects, kept, kept_seconds = [], 0, 0.0
     kept_path = kept_cuts_path(job.work_dir, job.index)
-    partial = job.work_dir / f"{job.index:06d}.partial.cuts.jsonl.gz"
-    with SharWriter(
-        job.shar_dir,
-        fields={"recording": checks.shar_format},
-        shard_size=None,
-        shard_suffix=f".{job.index:06d}",
-    ) as shar, SequentialJsonlWriter(partial) as kept_writer:
+    with (
+        atomic_path(kept_path) as partial,
+        SharWriter(
+            job.shar_dir,
+            fields={"recording": checks.shar_format},
+            shard_size=None,
+            shard_suffix=f".{job.index:06d}",
+        ) as shar,
+        SequentialJsonlWriter(partial) as kept_writer,
+    ):
         for cand in job.candidates:
             seconds = cand.seconds
             try:
@@ -143,13 +149,10 @@ def run(job: ShardJob) -> ShardResult:
                 kept_writer.write(cut)
                 kept += 1
                 kept_seconds += cut.duration
-    os.replace(partial, kept_path)
     result = ShardResult(job.index, len(job.candidates), kept, kept_seconds, rejects)
     marker = {"fingerprint": job.fingerprint, **dataclasses.asdict(result)}
     marker.pop("reused")
-    tmp = _marker(job.work_dir, job.index).with_suffix(".tmp")
-    tmp.write_text(json.dumps(marker), encoding="utf-8")
-    os.replace(tmp, _marker(job.work_dir, job.index))
+    write_atomic(_marker(job.work_dir, job.index), lambda tmp: tmp.write_text(json.dumps(marker), encoding="utf-8"))
     return result
 
 

@@ -1,12 +1,13 @@
 """Accounting: rows and hours in, kept and rejected by reason, and the check that nothing went missing."""
+
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from data_prep.errors import REASONS, DataPrepError
+from recipes.run_dir import write_atomic
 
 
 def _hours(seconds: float) -> float:
@@ -45,8 +46,12 @@ def feasibility_summary(settings) -> dict:
     """Which ``rnnt_infeasible`` rule ran (``ctc``: frames >= tokens; ``rnnt``: tokens <= max_symbols x frames;
     null: none, no tokenizer) and why."""
     f = settings.audio.filters
-    return {"rule": f.feasibility.rule, "max_symbols": f.feasibility.max_symbols, "why": f.feasibility.why,
-            "encoder_frame_s": f.encoder_frame_s}
+    return {
+        "rule": f.feasibility.rule,
+        "max_symbols": f.feasibility.max_symbols,
+        "why": f.feasibility.why,
+        "encoder_frame_s": f.encoder_frame_s,
+    }
 
 
 def corpus_summary(corpus: str, splits: dict[str, dict], config: dict, **extra) -> dict:
@@ -56,11 +61,18 @@ def corpus_summary(corpus: str, splits: dict[str, dict], config: dict, **extra) 
         for key in total:
             total[key] += s["rows"][key]
             hours[key] = round(hours[key] + s["hours"][key], 4)
-    return {"corpus": corpus, "status": "ok", "rows": total, "hours": hours, "splits": splits, **extra,
-            "config": config}
+    return {
+        "corpus": corpus,
+        "status": "ok",
+        "rows": total,
+        "hours": hours,
+        "splits": splits,
+        **extra,
+        "config": config,
+    }
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(
+        path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    )

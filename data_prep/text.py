@@ -1,4 +1,5 @@
 """Transcript normalisation: one policy per corpus, applied before any text check."""
+
 from __future__ import annotations
 
 import re
@@ -11,9 +12,23 @@ POLICIES = ("pnc", "lower_strip")
 # Typographic punctuation that NFKC leaves alone but tokenizers trained on ASCII text often map to <unk>.
 _ASCII_PUNCTUATION = str.maketrans(
     {
-        "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u02bc": "'", "\u2032": "'",
-        "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
-        "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2212": "-",
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201b": "'",
+        "\u02bc": "'",
+        "\u2032": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u201f": '"',
+        "\u2033": '"',
+        "\u2010": "-",
+        "\u2011": "-",
+        "\u2012": "-",
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u2212": "-",
     }
 )
 _SPACE = re.compile(r"\s+")

@@ -4,6 +4,7 @@ The model's own tokenizer is the default and the reference of the ``<unk>`` chec
 ``python -m data_prep.train_tokenizer`` trains a new one on prepared domain text (:func:`domain_texts`),
 after :data:`REPLACEMENT_WARNING`.
 """
+
 from __future__ import annotations
 
 import tarfile
@@ -99,4 +100,3 @@ def domain_texts(cuts_paths: Iterable[str | Path]) -> Iterator[str]:
             for sup in cut.supervisions:
                 if sup.text:
                     yield sup.text
-

@@ -3,6 +3,7 @@
 Only for models trained from scratch. Fine-tuning keeps the pretrained model's tokenizer: a new one
 re-initialises the decoder and joint, and WER typically starts near 100 % (catastrophic forgetting).
 """
+
 from __future__ import annotations
 
 import logging

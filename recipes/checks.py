@@ -5,16 +5,13 @@ user fixes every mistake in one go. Cheapest first, so a run stops within second
 built: config values (ranges, lookaheads, devices, precision), files (data present and non-empty,
 checkpoints complete), then the init checkpoint's own config, read from the ``.nemo`` archive without building
 the model (cache-aware, trained lookaheads, tokenizer vs decoder). NeMo is not imported here: its import alone
-takes ~10 s, and a pretrained name is the only thing that needs it (to download).
-"""
+takes ~10 s, and a pretrained name is the only thing that needs it (to download)."""
+
 from __future__ import annotations
 
 import gzip
 import math
 import os
-import socket
-import tarfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +20,37 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from recipes.errors import UsageError
+from recipes.errors import UsageError, first_line
+from recipes.model_files import (
+    STREAMING_CHECKPOINT,
+    check_lightning_checkpoint,
+    nemo_config,
+    nemo_tokenizer_size,
+    resolve_model_file,
+)
 
-RUN_CONFIG = "run_config.yaml"  # written into every run directory by recipes.training
-PROB_TOLERANCE = 1e-6  # att_context_probs may sum to 1 up to float rounding ([0.4, 0.2, 0.2, 0.2] -> 1.0000000000000002)
+PROB_TOLERANCE = (
+    1e-6  # att_context_probs may sum to 1 up to float rounding ([0.4, 0.2, 0.2, 0.2] -> 1.0000000000000002)
+)
 MAX_LR = 1.0
 # Lightning 2.4's precision flags.
-PRECISIONS = {"64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed", "transformer-engine",
-              "64", "32", "16", "bf16", 64, 32, 16}
+PRECISIONS = {
+    "64-true",
+    "32-true",
+    "16-true",
+    "bf16-true",
+    "16-mixed",
+    "bf16-mixed",
+    "transformer-engine",
+    "64",
+    "32",
+    "16",
+    "bf16",
+    64,
+    32,
+    16,
+}
 FP16_MIXED = {"16-mixed", "16", 16}
-STREAMING_CHECKPOINT = "nvidia/nemotron-speech-streaming-en-0.6b"
 PREPARE_DATA = "make it with python -m data_prep corpus=<name> and python -m data_prep.blend blend=<name>"
 
 
@@ -56,11 +74,8 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def first_line(err: BaseException) -> str:
-    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
-
-
 # ------------------------------------------------------------------------------------------- config values
+
 
 def missing_values(cfg: DictConfig) -> list[str]:
     """A required (``???``) value not given; found without resolving interpolations (they may read files)."""
@@ -75,18 +90,25 @@ def lookahead_problems(sizes: Any, key: str) -> list[str]:
     """Each entry ``[left, right]`` must be one chunked-limited attention can cache: left a multiple of the
     chunk (right + 1 frames), right >= 0."""
     sizes = OmegaConf.to_container(sizes) if isinstance(sizes, ListConfig) else sizes
-    if not isinstance(sizes, list) or not sizes or not all(
-            isinstance(s, list) and len(s) == 2 and all(is_int(v) for v in s) for s in sizes):
+    if (
+        not isinstance(sizes, list)
+        or not sizes
+        or not all(isinstance(s, list) and len(s) == 2 and all(is_int(v) for v in s) for s in sizes)
+    ):
         return [f"{key}={show(sizes)}: give a list of [left, right] pairs in 80 ms frames, e.g. [[70,13],[70,0]]"]
     problems = []
     for left, right in sizes:
         if right < 0 or left < 0:
-            problems.append(f"{key}={show(sizes)}: [{left},{right}] needs left >= 0 and right >= 0 (cache-aware "
-                            f"streaming has a bounded left context)")
+            problems.append(
+                f"{key}={show(sizes)}: [{left},{right}] needs left >= 0 and right >= 0 (cache-aware "
+                f"streaming has a bounded left context)"
+            )
         elif left % (right + 1):
             fit = left // (right + 1) * (right + 1)
-            problems.append(f"{key}={show(sizes)}: [{left},{right}]: chunked_limited attention needs left divisible "
-                            f"by right + 1 = {right + 1}: use [{fit},{right}] or [{fit + right + 1},{right}]")
+            problems.append(
+                f"{key}={show(sizes)}: [{left},{right}]: chunked_limited attention needs left divisible "
+                f"by right + 1 = {right + 1}: use [{fit},{right}] or [{fit + right + 1},{right}]"
+            )
     return problems
 
 
@@ -98,8 +120,10 @@ def probs_problems(sizes: Any, probs: Any, key: str = "model.att_context_probs")
     if not isinstance(probs, list) or not all(is_number(p) for p in probs):
         return [f"{key}={show(probs)}: give a list of numbers, one per lookahead (or null for uniform)"]
     if len(probs) != len(sizes):
-        return [f"{key}={show(probs)}: {len(probs)} weights for {len(sizes)} lookaheads in "
-                f"model.att_context_size={show(sizes)}: give one weight per lookahead"]
+        return [
+            f"{key}={show(probs)}: {len(probs)} weights for {len(sizes)} lookaheads in "
+            f"model.att_context_size={show(sizes)}: give one weight per lookahead"
+        ]
     if any(p < 0 for p in probs):
         return [f"{key}={show(probs)}: weights are probabilities: each must be >= 0"]
     if abs(sum(probs) - 1.0) > PROB_TOLERANCE:
@@ -110,8 +134,10 @@ def probs_problems(sizes: Any, probs: Any, key: str = "model.att_context_probs")
 def optim_problems(model: DictConfig) -> list[str]:
     lr = model.optim.get("lr")
     if not is_number(lr) or not 0 < lr <= MAX_LR:
-        return [f"model.optim.lr={lr}: must be a number in (0, {MAX_LR:g}]; fine-tuning the 0.6B model "
-                f"typically uses 1e-5 to 1e-4"]
+        return [
+            f"model.optim.lr={lr}: must be a number in (0, {MAX_LR:g}]; fine-tuning the 0.6B model "
+            f"typically uses 1e-5 to 1e-4"
+        ]
     problems = []
     min_lr = (model.optim.get("sched") or {}).get("min_lr")
     if min_lr is not None and (not is_number(min_lr) or min_lr > lr):
@@ -131,16 +157,21 @@ def trainer_problems(trainer: DictConfig) -> list[str]:
     gpus = _visible_gpus()
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
     if accelerator in ("gpu", "cuda") and gpus == 0:
-        problems.append(f"trainer.accelerator={accelerator}: no CUDA GPU is visible here (torch.cuda.is_available() "
-                        f"is False): use trainer=cpu, or run on a GPU node")
+        problems.append(
+            f"trainer.accelerator={accelerator}: no CUDA GPU is visible here (torch.cuda.is_available() "
+            f"is False): use trainer=cpu, or run on a GPU node"
+        )
     elif accelerator not in ("cpu", "gpu", "cuda", "auto"):
         problems.append(f"trainer.accelerator={accelerator}: the recipe runs on cpu or gpu")
     if precision not in PRECISIONS:
-        problems.append(f"trainer.precision={precision}: not a Lightning precision; use 32-true, bf16-mixed "
-                        f"(GPU) or 16-mixed (GPUs without bfloat16)")
+        problems.append(
+            f"trainer.precision={precision}: not a Lightning precision; use 32-true, bf16-mixed "
+            f"(GPU) or 16-mixed (GPUs without bfloat16)"
+        )
     elif not on_gpu and precision in FP16_MIXED:
-        problems.append(f"trainer.precision={precision}: float16 mixed precision needs a GPU; on CPU use 32-true "
-                        f"(or bf16-mixed)")
+        problems.append(
+            f"trainer.precision={precision}: float16 mixed precision needs a GPU; on CPU use 32-true (or bf16-mixed)"
+        )
     elif on_gpu and gpus and "bf16" in str(precision) and not torch.cuda.is_bf16_supported():
         problems.append(f"trainer.precision={precision}: this GPU has no bfloat16 support: use 16-mixed")
     devices = trainer.get("devices", "auto")
@@ -155,17 +186,22 @@ def trainer_problems(trainer: DictConfig) -> list[str]:
         problems.append(f"trainer.devices={devices}: give a number of devices >= 1 (or auto)")
     # GPUs only: CPU "devices" are processes (any number runs), and under SLURM each task sees its own share.
     if on_gpu and gpus and wanted and wanted > gpus and "SLURM_NTASKS" not in os.environ:
-        problems.append(f"trainer.devices={show(devices)}: only {gpus} GPU(s) visible here: set "
-                        f"trainer.devices={gpus} or run where {wanted} are visible")
+        problems.append(
+            f"trainer.devices={show(devices)}: only {gpus} GPU(s) visible here: set "
+            f"trainer.devices={gpus} or run where {wanted} are visible"
+        )
     problems += node_problems(trainer.get("num_nodes", 1))
     max_steps = trainer.get("max_steps", -1)
     if not is_int(max_steps) or max_steps <= 0:
-        problems.append(f"trainer.max_steps={max_steps}: must be an integer > 0: Lhotse loaders have no length, "
-                        f"so the step count is what ends training")
+        problems.append(
+            f"trainer.max_steps={max_steps}: must be an integer > 0: Lhotse loaders have no length, "
+            f"so the step count is what ends training"
+        )
     limit = trainer.get("limit_train_batches")
     if limit is not None and (not is_number(limit) or limit <= 0):
-        problems.append(f"trainer.limit_train_batches={limit}: must be > 0 (steps per pseudo-epoch, each ends "
-                        f"with a checkpoint)")
+        problems.append(
+            f"trainer.limit_train_batches={limit}: must be > 0 (steps per pseudo-epoch, each ends with a checkpoint)"
+        )
     accumulate = trainer.get("accumulate_grad_batches", 1)
     if not is_int(accumulate) or accumulate < 1:
         problems.append(f"trainer.accumulate_grad_batches={accumulate}: must be an integer >= 1")
@@ -182,15 +218,20 @@ def node_problems(num_nodes: Any) -> list[str]:
         return [f"trainer.num_nodes={num_nodes}: must be an integer >= 1"]
     slurm_nodes = os.environ.get("SLURM_NNODES")
     if slurm_nodes is not None and num_nodes != int(slurm_nodes):
-        return [f"trainer.num_nodes={num_nodes}: this SLURM job has {slurm_nodes} node(s): set "
-                f"trainer.num_nodes={slurm_nodes} or sbatch --nodes={num_nodes}"]
+        return [
+            f"trainer.num_nodes={num_nodes}: this SLURM job has {slurm_nodes} node(s): set "
+            f"trainer.num_nodes={slurm_nodes} or sbatch --nodes={num_nodes}"
+        ]
     if num_nodes > 1 and slurm_nodes is None and "WORLD_SIZE" not in os.environ:
-        return [f"trainer.num_nodes={num_nodes}: no cluster launcher here (no SLURM job, no torchrun), so the "
-                f"other nodes would never join: submit slurm/finetune.sbatch, or use torchrun on each node"]
+        return [
+            f"trainer.num_nodes={num_nodes}: no cluster launcher here (no SLURM job, no torchrun), so the "
+            f"other nodes would never join: submit slurm/finetune.sbatch, or use torchrun on each node"
+        ]
     return []
 
 
 # ------------------------------------------------------------------------------------------------ files
+
 
 def path_problem(path: Any, key: str, fix: str) -> str | None:
     """None when ``path`` is a non-empty file or a non-empty directory."""
@@ -200,7 +241,7 @@ def path_problem(path: Any, key: str, fix: str) -> str | None:
     if p.is_dir():
         return None if any(p.iterdir()) else f"{key}={path}: the directory is empty: {fix}"
     try:
-        with (gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")) as f:
+        with gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb") as f:
             empty = not f.read(1)
     except (OSError, EOFError) as err:
         return f"{key}={path}: cannot be read ({first_line(err)}): {fix}"
@@ -236,8 +277,10 @@ def data_problems(data: DictConfig) -> list[str]:
     if max_duration is not None and (not is_number(max_duration) or max_duration <= 0):
         problems.append(f"data.train_ds.max_duration={max_duration}: longest utterance in seconds, must be > 0")
     if train.get("use_bucketing") is False and OmegaConf.to_container(train).get("bucket_duration_bins") is not None:
-        problems.append("data.train_ds.use_bucketing=false: NeMo turns bucketing back on while "
-                        "data.train_ds.bucket_duration_bins is set: also give data.train_ds.bucket_duration_bins=null")
+        problems.append(
+            "data.train_ds.use_bucketing=false: NeMo turns bucketing back on while "
+            "data.train_ds.bucket_duration_bins is set: also give data.train_ds.bucket_duration_bins=null"
+        )
     for field in ("cuts_path", "manifest_filepath", "shar_path"):
         if isinstance(train.get(field), str):
             problem = path_problem(train[field], f"data.train_ds.{field}", PREPARE_DATA)
@@ -260,119 +303,15 @@ def resolve_problems(cfg: DictConfig) -> list[str]:
     try:
         OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as err:
-        return [f"{getattr(err, 'full_key', None) or 'config'}: cannot be resolved ({first_line(err)}): check "
-                f"the file or key it refers to"]
+        return [
+            f"{getattr(err, 'full_key', None) or 'config'}: cannot be resolved ({first_line(err)}): check "
+            f"the file or key it refers to"
+        ]
     return []
 
 
-# ----------------------------------------------------------------------------------------------- checkpoints
-
-def nemo_config(path: Path, key: str) -> DictConfig:
-    """The model config inside a ``.nemo`` (a tar archive), read without building the model. Raises a
-    :class:`UsageError` naming ``key`` and the file when the archive is truncated, corrupt or not a ``.nemo``."""
-    redo = "copy or download it again"
-    try:
-        with tarfile.open(path) as tar:
-            members = tar.getmembers()
-            size = path.stat().st_size
-            short = next((m.name for m in members if m.isfile() and m.offset_data + m.size > size), None)
-            if short:
-                raise UsageError(f"{key}={path}: the .nemo is truncated ({Path(short).name} runs past the end of "
-                                 f"the file): {redo}")
-            by_name = {Path(m.name).name: m for m in members}
-            if "model_config.yaml" not in by_name or "model_weights.ckpt" not in by_name:
-                raise UsageError(f"{key}={path}: not a .nemo model (no model_config.yaml and model_weights.ckpt "
-                                 f"inside): give a .nemo saved by NeMo")
-            return OmegaConf.create(yaml.safe_load(tar.extractfile(by_name["model_config.yaml"])))
-    except (tarfile.TarError, EOFError, OSError, yaml.YAMLError) as err:
-        raise UsageError(f"{key}={path}: not a readable .nemo archive ({first_line(err)}): the file is truncated "
-                         f"or corrupt; {redo}") from None
-
-
-def check_lightning_checkpoint(path: Path, key: str) -> None:
-    """A Lightning ``.ckpt`` is a zip archive (``torch.save``); a truncated one has lost its central directory."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if not any(name.endswith("data.pkl") for name in archive.namelist()):
-                raise UsageError(f"{key}={path}: not a PyTorch checkpoint (no data.pkl inside)")
-    except (zipfile.BadZipFile, OSError) as err:
-        raise UsageError(f"{key}={path}: not a readable checkpoint ({first_line(err)}): the file is truncated or "
-                         f"corrupt; use another checkpoint of the run") from None
-
-
-def run_config_of(checkpoint: Path) -> Path:
-    """``<run_dir>/run_config.yaml`` of ``<run_dir>/checkpoints/<name>.ckpt``: what training built the model from."""
-    return checkpoint.parent.parent / RUN_CONFIG
-
-
-def export_checkpoint(run_dir: str | Path, checkpoint: str) -> Path:
-    """``checkpoint`` as a path, or as a file name (``.ckpt`` optional) inside ``<run_dir>/checkpoints``; checked."""
-    run_dir = Path(run_dir)
-    for candidate in (Path(checkpoint), run_dir / "checkpoints" / checkpoint,
-                      run_dir / "checkpoints" / f"{checkpoint}.ckpt"):
-        if candidate.is_file():
-            return resolve_model_file(str(candidate), "checkpoint")
-    raise UsageError(f"checkpoint={checkpoint}: not found as a path or in {run_dir / 'checkpoints'}: give a file "
-                     f"name there (e.g. checkpoint=last) or a path (and check run_dir={run_dir})")
-
-
-def is_path_like(spec: str) -> bool:
-    """A ``.nemo``/``.ckpt`` or anything written like a path; otherwise ``spec`` is a pretrained model name."""
-    return Path(spec).suffix in (".nemo", ".ckpt") or spec.startswith(("/", ".", "~")) or Path(spec).exists()
-
-
-def hub_reachable(name: str, timeout: float = 3.0) -> bool:
-    """Whether the hub NeMo fetches ``name`` from answers (Hugging Face for ``org/name``, NGC otherwise)."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1":  # Hugging Face's own switch for "no network"
-        return False
-    host = "huggingface.co" if "/" in name else "api.ngc.nvidia.com"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def cached_pretrained(name: str) -> Path | None:
-    """A ``.nemo`` of ``name`` already in the Hugging Face cache (usable without network)."""
-    from huggingface_hub.constants import HF_HUB_CACHE
-
-    found = sorted((Path(HF_HUB_CACHE) / f"models--{name.replace('/', '--')}").glob("snapshots/*/*.nemo"))
-    return found[-1] if found else None
-
-
-def resolve_model_file(spec: str, key: str) -> Path:
-    """The local ``.nemo`` or ``.ckpt`` that ``spec`` (the value of ``key``) names, checked to be complete; a
-    pretrained name is fetched by NeMo (or found in the cache). Raises :class:`UsageError` otherwise."""
-    spec = str(spec)
-    path = Path(spec).expanduser()
-    if is_path_like(spec):
-        if not path.is_file():
-            raise UsageError(f"{key}={spec}: no such file: give the path of a .nemo (or of a run's .ckpt)")
-        if path.suffix == ".ckpt":
-            check_lightning_checkpoint(path, key)
-            if not run_config_of(path).is_file():
-                raise UsageError(f"{key}={spec}: a .ckpt is rebuilt with its run's config, expected at "
-                                 f"{run_config_of(path)}: give a checkpoint inside <run_dir>/checkpoints/, or a .nemo")
-        else:
-            nemo_config(path, key)
-        return path
-    cached = cached_pretrained(spec)
-    if cached:
-        return cached
-    if not hub_reachable(spec):
-        raise UsageError(f"{key}={spec}: not a file, and no network to fetch a pretrained model from here: "
-                         f"download the .nemo where there is network and pass its path ({key}=/path/model.nemo)")
-    from nemo.collections.asr.models import ASRModel
-
-    try:
-        return Path(ASRModel.from_pretrained(spec, return_model_file=True))
-    except Exception as err:  # NeMo raises whatever its hub client raises for an unknown name
-        raise UsageError(f"{key}={spec}: not a file, and NeMo could not fetch it as a pretrained model "
-                         f"({first_line(err)}): check the name, or pass the path of a .nemo") from None
-
-
 # --------------------------------------------------------------------------------- the init checkpoint's config
+
 
 def as_lookahead_list(att_context_size: Any) -> list[list[int]]:
     sizes = OmegaConf.to_container(att_context_size) if isinstance(att_context_size, ListConfig) else att_context_size
@@ -384,26 +323,25 @@ def streaming_problems(encoder: DictConfig, key: str, where: str) -> list[str]:
     conv = encoder.get("conv_context_size")
     kernel = encoder.get("conv_kernel_size")
     causal_conv = conv == "causal" or (isinstance(conv, ListConfig) and list(conv) == [kernel - 1, 0])
-    wrong = [f"encoder.{name}={show(value)}" for name, value, ok in (
-        ("att_context_style", encoder.get("att_context_style"), encoder.get("att_context_style") == "chunked_limited"),
-        ("conv_context_size", conv, causal_conv),
-        ("causal_downsampling", encoder.get("causal_downsampling"), encoder.get("causal_downsampling") is True),
-    ) if not ok]
+    wrong = [
+        f"encoder.{name}={show(value)}"
+        for name, value, ok in (
+            (
+                "att_context_style",
+                encoder.get("att_context_style"),
+                encoder.get("att_context_style") == "chunked_limited",
+            ),
+            ("conv_context_size", conv, causal_conv),
+            ("causal_downsampling", encoder.get("causal_downsampling"), encoder.get("causal_downsampling") is True),
+        )
+        if not ok
+    ]
     if not wrong:
         return []
-    return [f"{key}: {where} is not a cache-aware streaming model ({', '.join(wrong)}): converting an offline model "
-            f"to streaming rarely works; start from a streaming checkpoint such as {STREAMING_CHECKPOINT}"]
-
-
-def nemo_tokenizer_size(path: Path) -> int | None:
-    """Pieces of the SentencePiece tokenizer inside a ``.nemo`` (None when it has none)."""
-    import sentencepiece as spm
-
-    with tarfile.open(path) as tar:
-        member = next((m for m in tar.getmembers() if m.name.endswith("tokenizer.model")), None)
-        if member is None:
-            return None
-        return spm.SentencePieceProcessor(model_proto=tar.extractfile(member).read()).get_piece_size()
+    return [
+        f"{key}: {where} is not a cache-aware streaming model ({', '.join(wrong)}): converting an offline model "
+        f"to streaming rarely works; start from a streaming checkpoint such as {STREAMING_CHECKPOINT}"
+    ]
 
 
 def init_checkpoint_problems(model: DictConfig, checkpoint: Path) -> list[str]:
@@ -415,16 +353,20 @@ def init_checkpoint_problems(model: DictConfig, checkpoint: Path) -> list[str]:
     trained = as_lookahead_list(nemo.encoder.get("att_context_size"))
     new = [s for s in as_lookahead_list(model.att_context_size) if s not in trained]
     if new and not model.get("allow_new_lookaheads", False):
-        problems.append(f"model.att_context_size={show(model.att_context_size)}: {show(new)} never trained by "
-                        f"{model.init_from} (trained: {show(trained)}): keep to those, or set "
-                        f"model.allow_new_lookaheads=true to train new ones on purpose")
+        problems.append(
+            f"model.att_context_size={show(model.att_context_size)}: {show(new)} never trained by "
+            f"{model.init_from} (trained: {show(trained)}): keep to those, or set "
+            f"model.allow_new_lookaheads=true to train new ones on purpose"
+        )
     pieces = nemo_tokenizer_size(checkpoint)
     outputs = {"decoder.vocab_size": nemo.decoder.get("vocab_size"), "joint.num_classes": nemo.joint.get("num_classes")}
     wrong = {name: n for name, n in outputs.items() if pieces is not None and n is not None and n != pieces}
     if wrong:
-        problems.append(f"{key}: its tokenizer has {pieces} pieces but its "
-                        + ", ".join(f"{name} is {n}" for name, n in wrong.items())
-                        + ": the archive's tokenizer and decoder do not belong together; use the .nemo as NeMo saved it")
+        problems.append(
+            f"{key}: its tokenizer has {pieces} pieces but its "
+            + ", ".join(f"{name} is {n}" for name, n in wrong.items())
+            + ": the archive's tokenizer and decoder do not belong together; use the .nemo as NeMo saved it"
+        )
     return problems
 
 
@@ -434,12 +376,15 @@ def scratch_problems(model: DictConfig) -> list[str]:
     problems = streaming_problems(arch.encoder, "model.architecture", "the architecture")
     tok_dir = arch.tokenizer.get("dir")
     if not tok_dir or not (Path(tok_dir) / "tokenizer.model").is_file():
-        problems.append(f"model.architecture.tokenizer.dir={tok_dir}: model.init_from is null (from scratch), so this "
-                        f"must be a SentencePiece directory with tokenizer.model (python -m data_prep.train_tokenizer)")
+        problems.append(
+            f"model.architecture.tokenizer.dir={tok_dir}: model.init_from is null (from scratch), so this "
+            f"must be a SentencePiece directory with tokenizer.model (python -m data_prep.train_tokenizer)"
+        )
     return problems
 
 
 # ------------------------------------------------------------------------------------------------ entry points
+
 
 def check_finetune(cfg: DictConfig) -> None:
     """Every check of a fine-tuning config, in seconds and before any model is built; raises
@@ -452,12 +397,16 @@ def check_finetune(cfg: DictConfig) -> None:
         problems += probs_problems(model.att_context_size, model.att_context_probs)
     problems += optim_problems(model) + trainer_problems(cfg.trainer) + data_problems(cfg.data)
     if not cfg.get("logger") and (cfg.get("callbacks") or {}).get("lr_monitor"):
-        problems.append("logger=none: callbacks.lr_monitor (Lightning's LearningRateMonitor) needs a logger: add "
-                        "~callbacks.lr_monitor, or keep a logger")
+        problems.append(
+            "logger=none: callbacks.lr_monitor (Lightning's LearningRateMonitor) needs a logger: add "
+            "~callbacks.lr_monitor, or keep a logger"
+        )
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path)
         if not path.is_file():
-            problems.append(f"ckpt_path={cfg.ckpt_path}: no such file: give a checkpoint of the run (or ckpt_path=null)")
+            problems.append(
+                f"ckpt_path={cfg.ckpt_path}: no such file: give a checkpoint of the run (or ckpt_path=null)"
+            )
         else:
             try:
                 check_lightning_checkpoint(path, "ckpt_path")
@@ -493,10 +442,30 @@ def check_evaluate(cfg: DictConfig, model_file: bool = True) -> None:
     for key in ("max_utterances", "batch_size"):
         value = cfg.get(key)
         if value is not None and (not is_int(value) or value < 1):
-            problems.append(f"{key}={value}: must be an integer >= 1" + (" (or null for all)" if key == "max_utterances" else ""))
+            problems.append(
+                f"{key}={value}: must be an integer >= 1" + (" (or null for all)" if key == "max_utterances" else "")
+            )
     try:
         if model_file:
             resolve_model_file(cfg.model, "model")
     except UsageError as err:
         problems.append(str(err))
+    raise_problems(problems)
+
+
+def check_interpolate(cfg: DictConfig) -> None:
+    """``recipes.interpolate``'s inputs: the two sets it ranks by, the files it reads, alphas in [0, 1]."""
+    sets = OmegaConf.to_container(cfg.sets)
+    problems = [
+        f"{key}={cfg[key]}: not one of sets ({', '.join(sets)})"
+        for key in ("target_set", "general_set")
+        if cfg[key] not in sets
+    ]
+    problems += [
+        f"{name}={path}: no such file"
+        for name, path in [("base", cfg.base), ("finetuned", cfg.finetuned), *sets.items()]
+        if str(path).endswith((".nemo", ".ckpt", ".gz")) and not Path(path).is_file()
+    ]
+    if any(not 0 <= float(a) <= 1 for a in cfg.alphas):
+        problems.append(f"alphas={list(cfg.alphas)}: give values in [0, 1] (0 = base, 1 = fine-tuned)")
     raise_problems(problems)

@@ -1,4 +1,5 @@
 """How a recipe says no to its user: one line naming the key or file, the value and the fix; exit code 2."""
+
 from __future__ import annotations
 
 import functools
@@ -8,6 +9,11 @@ from typing import Callable, NoReturn
 
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue, OmegaConfBaseException
+
+EXIT_USAGE = 2  # a mistake in the config or the input files: fix it and run again
+EXIT_PREEMPTED = (
+    75  # EX_TEMPFAIL from sysexits.h, "try again later": last.ckpt saved on a signal; running again resumes
+)
 
 
 class UsageError(ValueError):
@@ -19,13 +25,14 @@ class UsageError(ValueError):
 def _report(program: str, message: str) -> NoReturn:
     for line in message.splitlines() or [""]:
         print(f"{program}: error: {line}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(EXIT_USAGE)
 
 
 def exit_on_usage_error(program: str):
     """Decorate an entry point: a :class:`UsageError`, or a required ``???`` value it reads that was not given,
     becomes ``<program>: error: <message>`` on stderr and exit status 2, without a traceback (the command-line
     contract shared with ``data_prep``)."""
+
     def decorate(main):
         @functools.wraps(main)
         def wrapper(*args, **kwargs):
@@ -35,7 +42,9 @@ def exit_on_usage_error(program: str):
                 _report(program, str(err))
             except (MissingMandatoryValue, InterpolationToMissingValueError) as err:  # a ``???`` read by the recipe:
                 _report(program, missing_message(err))  # reported here, before Hydra logs "Error executing job"
+
         return wrapper
+
     return decorate
 
 
@@ -46,12 +55,16 @@ def hydra_message(err: ConfigCompositionException | OverrideParseException) -> s
         return f"{group}={name}: no such option in conf/{group}/ (available: {', '.join(err.options)})"
     if isinstance(err, OverrideParseException):
         reason = err.message.splitlines()[0]
-        return (f"{err.override}: not a valid override ({reason}); quote lists on the shell, e.g. "
-                f"'model.att_context_size=[[70,13]]' (grammar: https://hydra.cc/docs/advanced/override_grammar/basic/)")
+        return (
+            f"{err.override}: not a valid override ({reason}); quote lists on the shell, e.g. "
+            f"'model.att_context_size=[[70,13]]' (grammar: https://hydra.cc/docs/advanced/override_grammar/basic/)"
+        )
     cause = err.__cause__
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
-        return (f"{cause.full_key}: {str(cause).splitlines()[0]} in the composed config: check the spelling "
-                f"against conf/ (a new key on purpose takes a leading +)")
+        return (
+            f"{cause.full_key}: {str(cause).splitlines()[0]} in the composed config: check the spelling "
+            f"against conf/ (a new key on purpose takes a leading +)"
+        )
     return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 
@@ -73,3 +86,7 @@ def run_hydra_main(main: Callable[[], None], program: str) -> None:
 def missing_message(err: MissingMandatoryValue | InterpolationToMissingValueError) -> str:
     key = str(err).splitlines()[0].rsplit(": ", 1)[-1]  # "...: Missing mandatory value: run_dir"
     return f"{key}: required, and not given (add {key}=...)"
+
+
+def first_line(err: BaseException) -> str:
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)

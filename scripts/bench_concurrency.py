@@ -1,6 +1,6 @@
 """How many concurrent streams the streaming engine keeps up with, per chunk size, and whether latency drifts.
 
-    python scripts/bench_concurrency.py --model models/demo_base.nemo [--lookaheads 70,13 68,3 ...]
+    python -m scripts.bench_concurrency --model models/demo_base.nemo [--lookaheads 70,13 68,3 ...]
         [--seconds 8] [--max-streams 1024] [--long-seconds 60] [--device auto] [--dtype fp32|bf16] [--out FILE]
 
 ``--model random:nemotron_streaming_0.6b`` runs the real 0.6B architecture with random weights
@@ -21,6 +21,7 @@ compute does not depend on when it starts (on an idle machine).
 Latency as streams grow long: one trial of the largest N (at least 1) with ``--long-seconds`` streams, step
 latency per 10 s of stream time. Warm-up (one short trial per lookahead) is excluded from every figure.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,20 @@ import numpy as np
 import torch
 from lhotse import CutSet
 
-from recipes.streaming import SAMPLE_RATE, ChunkPlan, StreamingRecognizer, evaluation_mode, lookahead_ms
-from scripts.bench_models import (REPO, describe_machine, load_bench_model, lookaheads, number_format,
-                                  parse_lookahead, pick_device, timed, use_cuda_graph_decoding)
+from recipes.streaming.engine import StreamingRecognizer
+from recipes.streaming.geometry import SAMPLE_RATE, ChunkPlan, lookahead_ms
+from recipes.streaming.modes import evaluation_mode
+from scripts.bench_models import (
+    REPO,
+    describe_machine,
+    load_bench_model,
+    lookaheads,
+    number_format,
+    parse_lookahead,
+    pick_device,
+    timed,
+    use_cuda_graph_decoding,
+)
 
 SOURCES = [REPO / "data/prepared/demo_target/dev/cuts.jsonl.gz", REPO / "data/prepared/demo_general/dev/cuts.jsonl.gz"]
 WINDOW_SECONDS = 10.0  # stream time per row of the long-stream table
@@ -60,7 +72,7 @@ def streams(material: np.ndarray, n: int, seconds: float) -> list[np.ndarray]:
     """``n`` streams of ``seconds`` each, starting 1.37 s apart in the (looped) material, so that they differ."""
     length = int(seconds * SAMPLE_RATE)
     looped = np.tile(material, 2 + (length + int(1.37 * SAMPLE_RATE) * n) // len(material))
-    return [looped[(i * int(1.37 * SAMPLE_RATE)) % len(material):][:length] for i in range(n)]
+    return [looped[(i * int(1.37 * SAMPLE_RATE)) % len(material) :][:length] for i in range(n)]
 
 
 @dataclass
@@ -88,8 +100,9 @@ def replay(arrivals: Sequence[float], compute: Sequence[float]) -> list[float]:
     return latencies
 
 
-def run_trial(model, device, dtype: str, audios: list[np.ndarray], la: list[int]
-              ) -> tuple[Trial, list[float], list[float]]:
+def run_trial(
+    model, device, dtype: str, audios: list[np.ndarray], la: list[int]
+) -> tuple[Trial, list[float], list[float]]:
     """One trial; also returns, per step, its latency and when its chunk arrived (s), for the long-stream table."""
     recognizer = StreamingRecognizer(model, batch_size=len(audios))
     feature_seconds, stream_seconds = [], []
@@ -109,11 +122,19 @@ def run_trial(model, device, dtype: str, audios: list[np.ndarray], la: list[int]
     chunk = lookahead_ms(la) / 1000
     audio = sum(len(a) for a in audios) / SAMPLE_RATE
     ms = lambda values, q: float(np.percentile(values, q) * 1000)  # noqa: E731
-    trial = Trial(streams=len(audios), seconds=len(audios[0]) / SAMPLE_RATE, steps=len(steps),
-                  step_ms_p50=ms(steps, 50), step_ms_p99=ms(steps, 99), latency_ms_p50=ms(latencies, 50),
-                  latency_ms_p99=ms(latencies, 99), latency_ms_max=ms(latencies, 100),
-                  features_ms_per_step=share * 1000, rtf=(sum(steps) + feature_seconds[0]) / audio,
-                  keeps_up=bool(np.percentile(latencies, 99) <= chunk))
+    trial = Trial(
+        streams=len(audios),
+        seconds=len(audios[0]) / SAMPLE_RATE,
+        steps=len(steps),
+        step_ms_p50=ms(steps, 50),
+        step_ms_p99=ms(steps, 99),
+        latency_ms_p50=ms(latencies, 50),
+        latency_ms_p99=ms(latencies, 99),
+        latency_ms_max=ms(latencies, 100),
+        features_ms_per_step=share * 1000,
+        rtf=(sum(steps) + feature_seconds[0]) / audio,
+        keeps_up=bool(np.percentile(latencies, 99) <= chunk),
+    )
     return trial, latencies, arrivals
 
 
@@ -142,49 +163,92 @@ def drift_table(latencies: list[float], arrivals_s: list[float]) -> list[dict]:
     for start in np.arange(0.0, max(arrivals_s) + 1e-9, WINDOW_SECONDS):
         window = [lat for lat, t in zip(latencies, arrivals_s) if start <= t < start + WINDOW_SECONDS]
         if window:
-            rows.append({"from_s": float(start), "steps": len(window), "latency_ms_p50": float(np.median(window) * 1000),
-                         "latency_ms_p99": float(np.percentile(window, 99) * 1000)})
+            rows.append(
+                {
+                    "from_s": float(start),
+                    "steps": len(window),
+                    "latency_ms_p50": float(np.median(window) * 1000),
+                    "latency_ms_p99": float(np.percentile(window, 99) * 1000),
+                }
+            )
     return rows
 
 
-def benchmark(model, device, dtype: str, material: np.ndarray, la: list[int], seconds: float,
-              max_streams: int, long_seconds: float) -> dict:
+def benchmark(
+    model,
+    device,
+    dtype: str,
+    material: np.ndarray,
+    la: list[int],
+    seconds: float,
+    max_streams: int,
+    long_seconds: float,
+) -> dict:
     run_trial(model, device, dtype, streams(material, 1, 2.0), la)  # warm-up
     best, trials = largest_keeping_up(
-        lambda n: run_trial(model, device, dtype, streams(material, n, seconds), la)[0], max_streams)
+        lambda n: run_trial(model, device, dtype, streams(material, n, seconds), la)[0], max_streams
+    )
     long_trial, latencies, arrivals = run_trial(model, device, dtype, streams(material, max(best, 1), long_seconds), la)
-    return {"lookahead": la, "chunk_ms": lookahead_ms(la), "max_streams": best,
-            "trials": [asdict(t) for t in trials], "long": asdict(long_trial), "long_windows": drift_table(latencies, arrivals)}
+    return {
+        "lookahead": la,
+        "chunk_ms": lookahead_ms(la),
+        "max_streams": best,
+        "trials": [asdict(t) for t in trials],
+        "long": asdict(long_trial),
+        "long_windows": drift_table(latencies, arrivals),
+    }
 
 
 def print_report(report: dict) -> None:
-    print(f"# concurrency benchmark, {report['date']}, {report['machine']}, device {report['device']}, {report['dtype']}")
-    print(f"model {report['model']}: {report['parameters_m']:.1f}M parameters; trials of {report['seconds']:.0f} s streams\n")
-    print("| chunk | largest N keeping up | step p50 / p99 at that N (ms) | latency p99 (ms) | RTF |\n|---|---:|---:|---:|---:|")
+    print(
+        f"# concurrency benchmark, {report['date']}, {report['machine']}, device {report['device']}, {report['dtype']}"
+    )
+    print(
+        f"model {report['model']}: {report['parameters_m']:.1f}M parameters; trials of {report['seconds']:.0f} s streams\n"
+    )
+    print(
+        "| chunk | largest N keeping up | step p50 / p99 at that N (ms) | latency p99 (ms) | RTF |\n|---|---:|---:|---:|---:|"
+    )
     for r in report["results"]:
         at = next((t for t in r["trials"] if t["streams"] == r["max_streams"]), None)
-        cells = (f"{at['step_ms_p50']:.1f} / {at['step_ms_p99']:.1f} | {at['latency_ms_p99']:.1f} | {at['rtf']:.3f}"
-                 if at else "- | - | -")
+        cells = (
+            f"{at['step_ms_p50']:.1f} / {at['step_ms_p99']:.1f} | {at['latency_ms_p99']:.1f} | {at['rtf']:.3f}"
+            if at
+            else "- | - | -"
+        )
         print(f"| {r['chunk_ms']} ms {r['lookahead']} | {r['max_streams']} | {cells} |")
     for r in report["results"]:
         print(f"\n## {r['chunk_ms']} ms {r['lookahead']}: trials\n")
         print("| N | steps | step p50 / p99 (ms) | latency p50 / p99 / max (ms) | features ms/step | RTF | keeps up |")
         print("|---:|---:|---:|---:|---:|---:|---|")
         for t in r["trials"]:
-            print(f"| {t['streams']} | {t['steps']} | {t['step_ms_p50']:.1f} / {t['step_ms_p99']:.1f} | "
-                  f"{t['latency_ms_p50']:.1f} / {t['latency_ms_p99']:.1f} / {t['latency_ms_max']:.1f} | "
-                  f"{t['features_ms_per_step']:.2f} | {t['rtf']:.3f} | {'yes' if t['keeps_up'] else 'no'} |")
+            print(
+                f"| {t['streams']} | {t['steps']} | {t['step_ms_p50']:.1f} / {t['step_ms_p99']:.1f} | "
+                f"{t['latency_ms_p50']:.1f} / {t['latency_ms_p99']:.1f} / {t['latency_ms_max']:.1f} | "
+                f"{t['features_ms_per_step']:.2f} | {t['rtf']:.3f} | {'yes' if t['keeps_up'] else 'no'} |"
+            )
         long = r["long"]
-        print(f"\n{long['streams']} streams of {long['seconds']:.0f} s: latency by stream time "
-              + ", ".join(f"{w['from_s']:.0f}-{w['from_s'] + WINDOW_SECONDS:.0f} s {w['latency_ms_p50']:.1f} / "
-                          f"{w['latency_ms_p99']:.1f} ms" for w in r["long_windows"]) + " (p50 / p99)")
+        print(
+            f"\n{long['streams']} streams of {long['seconds']:.0f} s: latency by stream time "
+            + ", ".join(
+                f"{w['from_s']:.0f}-{w['from_s'] + WINDOW_SECONDS:.0f} s {w['latency_ms_p50']:.1f} / "
+                f"{w['latency_ms_p99']:.1f} ms"
+                for w in r["long_windows"]
+            )
+            + " (p50 / p99)"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(REPO / "models/demo_base.nemo"))
-    parser.add_argument("--lookaheads", type=parse_lookahead, nargs="*", default=None,
-                        help="left,right pairs (default: the model's and 320 ms as 68,3)")
+    parser.add_argument(
+        "--lookaheads",
+        type=parse_lookahead,
+        nargs="*",
+        default=None,
+        help="left,right pairs (default: the model's and 320 ms as 68,3)",
+    )
     parser.add_argument("--seconds", type=float, default=8.0, help="length of every stream of a trial")
     parser.add_argument("--max-streams", type=int, default=1024)
     parser.add_argument("--long-seconds", type=float, default=60.0, help="stream length of the drift trial")
@@ -198,11 +262,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
     model = load_bench_model(args.model, device)
     use_cuda_graph_decoding(model)
     material = speech(args.cuts)
-    report = {"date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "machine": describe_machine(device),
-              "device": str(device), "dtype": args.dtype, "model": args.model,
-              "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6, "seconds": args.seconds,
-              "results": [benchmark(model, device, args.dtype, material, la, args.seconds, args.max_streams,
-                                    args.long_seconds) for la in (args.lookaheads or lookaheads(model))]}
+    report = {
+        "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "machine": describe_machine(device),
+        "device": str(device),
+        "dtype": args.dtype,
+        "model": args.model,
+        "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "seconds": args.seconds,
+        "results": [
+            benchmark(model, device, args.dtype, material, la, args.seconds, args.max_streams, args.long_seconds)
+            for la in (args.lookaheads or lookaheads(model))
+        ],
+    }
     print_report(report)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Benchmark data preparation against a plain ``lhotse shar export`` of the same cuts.
 
-    python scripts/bench_data_prep.py [--hours 1.0] [--workers N]
+    python -m scripts.bench_data_prep [--hours 1.0] [--workers N]
 
 1. Makes (once, cached under data/bench/synthetic/) a Granary-style corpus of at least ``--hours`` of
    audio: long 16 kHz FLAC recordings cut into 5 s segments by ``offset``, plus whole-file 44.1 kHz WAVs
@@ -12,6 +12,7 @@
 
 Prints hours of audio prepared per minute and the ratio of our time to the baseline's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-REPO = Path(__file__).resolve().parents[1]
+from recipes.config import REPO
+
 WORDS = (
     "the account number is please hold while I check your order it was shipped on monday "
     "we can offer a refund or a replacement thank you for calling have a nice day"
@@ -64,8 +66,17 @@ def make_corpus(root: Path, hours: float, seed: int = 0) -> Path:
             name = f"audio/long_{i:04d}.flac"
             sf.write(root / name, signal(long_s, 16000), 16000)
             for k in range(int(long_s / segment_s)):
-                rows.append({"audio_filepath": name, "offset": k * segment_s, "duration": segment_s,
-                             "text": text(segment_s), "source_lang": "en", "pnc": "no", "itn": "no"})
+                rows.append(
+                    {
+                        "audio_filepath": name,
+                        "offset": k * segment_s,
+                        "duration": segment_s,
+                        "text": text(segment_s),
+                        "source_lang": "en",
+                        "pnc": "no",
+                        "itn": "no",
+                    }
+                )
             total += long_s
         else:  # whole-file utterances at 44.1 kHz
             for k in range(15):
@@ -96,7 +107,9 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=1.0, help="at least this much audio (default 1.0)")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="default: all cores")
     parser.add_argument("--data", type=Path, default=REPO / "data/bench/synthetic", help="corpus cache folder")
-    parser.add_argument("--shard-size", type=int, default=100, help="both sides; small enough for several shards per worker")
+    parser.add_argument(
+        "--shard-size", type=int, default=100, help="both sides; small enough for several shards per worker"
+    )
     parser.add_argument("--no-scaling", action="store_true", help="skip the one-worker run")
     args = parser.parse_args()
 
@@ -105,40 +118,72 @@ def main() -> None:
     hours = float((args.data / "hours.txt").read_text())
     python, lhotse_cli = sys.executable, str(Path(sys.executable).parent / "lhotse")
     print(f"corpus: {manifest} ({hours:.2f} h)")
-    print(f"machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores; "
-          f"python {platform.python_version()}; {date.today()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores; "
+        f"python {platform.python_version()}; {date.today()}"
+    )
 
     with tempfile.TemporaryDirectory(prefix="bench_data_prep_") as tmp:
         out = Path(tmp) / "prepared"
 
         def ours(workers: int) -> tuple[float, float]:
             shutil.rmtree(out, ignore_errors=True)
-            return timed([python, "-m", "data_prep", "corpus=bench_synthetic", f"out_root={out}",
-                          f"corpus.splits.train=[{manifest}]", f"num_workers={workers}",
-                          f"shar.shard_size={args.shard_size}", "progress=false"])
+            return timed(
+                [
+                    python,
+                    "-m",
+                    "data_prep",
+                    "corpus=bench_synthetic",
+                    f"out_root={out}",
+                    f"corpus.splits.train=[{manifest}]",
+                    f"num_workers={workers}",
+                    f"shar.shard_size={args.shard_size}",
+                    "progress=false",
+                ]
+            )
 
         t_ours = ours(args.workers)
         summary = json.loads((out / "bench_synthetic/train/summary.json").read_text())
         cuts = out / "bench_synthetic/train/cuts.jsonl.gz"
         baseline_dir = Path(tmp) / "baseline"
-        t_base = timed([lhotse_cli, "shar", "export", "-a", "flac", "-s", str(args.shard_size),
-                        "-j", str(args.workers), "--no-shuffle", str(cuts), str(baseline_dir)])
+        t_base = timed(
+            [
+                lhotse_cli,
+                "shar",
+                "export",
+                "-a",
+                "flac",
+                "-s",
+                str(args.shard_size),
+                "-j",
+                str(args.workers),
+                "--no-shuffle",
+                str(cuts),
+                str(baseline_dir),
+            ]
+        )
         t_one = None if args.no_scaling else ours(1)
 
     kept = summary["hours"]["kept"]
     print(f"rows kept {summary['rows']['kept']}/{summary['rows']['in']}, {kept:.2f} h; shard size {args.shard_size}")
     print(f"{'run':<40} {'wall s':>7} {'h audio/min':>12} {'CPU s':>7}")
-    runs = [(f"python -m data_prep ({args.workers} workers)", t_ours, hours),
-            (f"lhotse shar export -j {args.workers} (baseline)", t_base, kept)]
+    runs = [
+        (f"python -m data_prep ({args.workers} workers)", t_ours, hours),
+        (f"lhotse shar export -j {args.workers} (baseline)", t_base, kept),
+    ]
     if t_one is not None:
         runs.append(("python -m data_prep (1 worker)", t_one, hours))
     for name, (wall, cpu), h in runs:
         print(f"{name:<40} {wall:7.1f} {h / wall * 60:12.2f} {cpu:7.1f}")
-    print(f"ratio data_prep / baseline: {t_ours[0] / t_base[0]:.2f}x wall, {t_ours[1] / t_base[1]:.2f}x CPU (goal <= 1.3x)")
+    print(
+        f"ratio data_prep / baseline: {t_ours[0] / t_base[0]:.2f}x wall, {t_ours[1] / t_base[1]:.2f}x CPU (goal <= 1.3x)"
+    )
     if t_one is not None:
         print(f"speed-up {args.workers} workers vs 1: {t_one[0] / t_ours[0]:.2f}x wall")
-    print(f"load average before the runs: {load_before:.1f} on {len(os.sched_getaffinity(0))} cores "
-          "(other work on a shared machine skews wall times; CPU seconds are less affected)")
+    print(
+        f"load average before the runs: {load_before:.1f} on {len(os.sched_getaffinity(0))} cores "
+        "(other work on a shared machine skews wall times; CPU seconds are less affected)"
+    )
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@ number format, lookaheads (320 ms included), timing that waits for the GPU, and 
 
 ``random:<config>`` builds ``conf/model/<config>.yaml``'s architecture from scratch with random weights (seed 0)
 and a SentencePiece tokenizer of the config's vocabulary size trained on demo-grammar text
-(``data_prep.demo_corpus.sample_texts``): the real 0.6B architecture with nothing downloaded. Throughput and FLOPs
+(``data_prep.demo_corpus.texts.sample_texts``): the real 0.6B architecture with nothing downloaded. Throughput and FLOPs
 of a chunk step depend on the shapes, not on the weights; transcripts of random weights are only good for
 comparing methods with each other.
 """
+
 from __future__ import annotations
 
 import time
@@ -19,9 +20,9 @@ import torch
 from omegaconf import OmegaConf, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
-from recipes.streaming import lookahead_ms
+from recipes.config import REPO
+from recipes.streaming.geometry import lookahead_ms
 
-REPO = Path(__file__).resolve().parents[1]
 RANDOM = "random:"
 TOKENIZERS = REPO / "data/bench/tokenizers"
 
@@ -40,25 +41,26 @@ def pick_device(name: str) -> torch.device:
 
 def demo_tokenizer(vocab_size: int, sentences: int = 20000) -> Path:
     """A BPE tokenizer of ``vocab_size`` pieces on demo-grammar sentences of both domains (made once, kept)."""
-    from data_prep.demo_corpus import sample_texts
+    from data_prep.demo_corpus.texts import sample_texts
     from data_prep.tokenizer import train_sentencepiece
 
     out = TOKENIZERS / f"demo_bpe{vocab_size}"
     if not (out / "tokenizer.model").is_file():
         rng = np.random.default_rng(0)
-        train_sentencepiece(sample_texts("general", sentences, rng) + sample_texts("target", sentences, rng),
-                            out, vocab_size)
+        train_sentencepiece(
+            sample_texts("general", sentences, rng) + sample_texts("target", sentences, rng), out, vocab_size
+        )
     return out
 
 
 def load_bench_model(spec: str, device: torch.device):
-    """A ``.nemo`` / checkpoint / pretrained name (``recipes.inference.load_model``), or ``random:<config>``."""
-    from recipes.inference import load_model
-    from recipes.model import build_model
+    """A ``.nemo`` / checkpoint / pretrained name (``recipes.model_files.load_model``), or ``random:<config>``."""
+    from recipes.finetune.model import build_model
+    from recipes.model_files import load_model
 
     if not spec.startswith(RANDOM):
         return load_model(spec).to(device).eval()
-    cfg = OmegaConf.load(REPO / "conf/model" / f"{spec[len(RANDOM):]}.yaml")
+    cfg = OmegaConf.load(REPO / "conf/model" / f"{spec[len(RANDOM) :]}.yaml")
     with open_dict(cfg):
         cfg.init_from = None
         cfg.architecture.tokenizer.dir = str(demo_tokenizer(int(cfg.architecture.decoder.vocab_size)))
@@ -123,5 +125,9 @@ def count_flops(run: Callable[[], object]) -> int:
 def describe_machine(device: torch.device) -> str:
     import platform
 
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU"
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.processor() or platform.machine()} CPU"
+    )
     return f"{where}, {torch.get_num_threads()} threads, torch {torch.__version__}"

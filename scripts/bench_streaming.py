@@ -40,6 +40,7 @@ pre-encode cache with zero features; with a trained model this rarely changes a 
 chunk by chunk from the audio (a live server's only option), so its features differ from the whole-utterance
 features of (a)-(d) near every chunk edge; see docs/benchmarks.md for what that does to transcripts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,18 +59,36 @@ import soundfile as sf
 import torch
 from lhotse import CutSet
 
-from recipes.streaming import (SAMPLE_RATE, ChunkPlan, StreamingRecognizer, _LabelLoopingDecoder,
-                               count_token_differences, evaluation_mode, lookahead_ms, padded)
-from scripts.bench_models import (REPO, count_flops, describe_machine, load_bench_model, number_format,
-                                  parse_lookahead, pick_device, timed, use_cuda_graph_decoding)
+from recipes.streaming.decoders import LabelLoopingDecoder
+from recipes.streaming.engine import StreamingRecognizer, count_token_differences, padded
+from recipes.streaming.geometry import SAMPLE_RATE, ChunkPlan, lookahead_ms
+from recipes.streaming.modes import evaluation_mode
+from scripts.bench_models import (
+    REPO,
+    count_flops,
+    describe_machine,
+    load_bench_model,
+    number_format,
+    parse_lookahead,
+    pick_device,
+    timed,
+    use_cuda_graph_decoding,
+)
 
 SOURCES = [REPO / "data/prepared/demo_target/dev/cuts.jsonl.gz", REPO / "data/prepared/demo_general/dev/cuts.jsonl.gz"]
 MANIFEST = REPO / "data/bench/streaming/cuts.jsonl.gz"
 GOALS = {"a/b": 2.0, "a/c": 3.0, "a/e": 2.0, "time a/d": 1.5}
 
 
-def make_manifest(path: Path, sources: Sequence[Path], utterances: int, seed: int = 0,
-                  shortest: float = 1.0, longest: float = 20.0, gap: float = 0.3) -> CutSet:
+def make_manifest(
+    path: Path,
+    sources: Sequence[Path],
+    utterances: int,
+    seed: int = 0,
+    shortest: float = 1.0,
+    longest: float = 20.0,
+    gap: float = 0.3,
+) -> CutSet:
     """Cuts of ``shortest``..``longest`` seconds (uniform targets), each demo utterances joined by ``gap`` s of
     silence, in random (manifest) order; written once and reused."""
     if path.is_file():
@@ -135,7 +154,8 @@ class NemoPipeline:
     def __init__(self, model, att_context_size, batch_size):
         from nemo.collections.asr.inference.factory.cache_aware_pipeline_builder import CacheAwarePipelineBuilder
         from nemo.collections.asr.inference.model_wrappers.cache_aware_rnnt_inference_wrapper import (
-            CacheAwareRNNTInferenceWrapper)
+            CacheAwareRNNTInferenceWrapper,
+        )
         from nemo.collections.asr.inference.pipelines.cache_aware_rnnt_pipeline import CacheAwareRNNTPipeline
         from omegaconf import OmegaConf
 
@@ -145,21 +165,48 @@ class NemoPipeline:
                 return model
 
         device = next(model.parameters()).device
-        cfg = OmegaConf.create({
-            "asr_decoding_type": "rnnt", "pipeline_type": "cache_aware", "log_level": 30, "matmul_precision": "highest",
-            "asr": {"model_name": "in-memory", "device": device.type, "device_id": device.index or 0,
-                    "compute_dtype": "float32", "use_amp": False,  # bf16 comes from the caller's autocast
-                    "decoding": OmegaConf.to_container(model.cfg.decoding)},
-            "streaming": {"att_context_size": list(att_context_size), "sample_rate": SAMPLE_RATE, "use_cache": True,
-                          "use_feat_cache": True, "batch_size": batch_size, "num_slots": batch_size,
-                          "word_boundary_tolerance": 4, "request_type": "frame"},
-            "endpointing": {"stop_history_eou": -1, "residue_tokens_at_end": 0},  # no end-of-utterance cuts
-            "asr_output_granularity": "segment", "return_tail_result": False, "enable_itn": False,
-            "enable_nmt": False, "itn": {"batch_size": 1, "n_jobs": 1, "left_padding_size": 0},
-            "confidence": {"exclude_blank": True, "aggregation": "mean", "method_cfg": {"name": "max_prob"}},
-            "cache_dir": None})
-        wrapper = InMemory(model_name="in-memory", decoding_cfg=CacheAwarePipelineBuilder.get_rnnt_decoding_cfg(cfg),
-                           device=device.type, device_id=device.index or 0, compute_dtype="float32", use_amp=False)
+        cfg = OmegaConf.create(
+            {
+                "asr_decoding_type": "rnnt",
+                "pipeline_type": "cache_aware",
+                "log_level": 30,
+                "matmul_precision": "highest",
+                "asr": {
+                    "model_name": "in-memory",
+                    "device": device.type,
+                    "device_id": device.index or 0,
+                    "compute_dtype": "float32",
+                    "use_amp": False,  # bf16 comes from the caller's autocast
+                    "decoding": OmegaConf.to_container(model.cfg.decoding),
+                },
+                "streaming": {
+                    "att_context_size": list(att_context_size),
+                    "sample_rate": SAMPLE_RATE,
+                    "use_cache": True,
+                    "use_feat_cache": True,
+                    "batch_size": batch_size,
+                    "num_slots": batch_size,
+                    "word_boundary_tolerance": 4,
+                    "request_type": "frame",
+                },
+                "endpointing": {"stop_history_eou": -1, "residue_tokens_at_end": 0},  # no end-of-utterance cuts
+                "asr_output_granularity": "segment",
+                "return_tail_result": False,
+                "enable_itn": False,
+                "enable_nmt": False,
+                "itn": {"batch_size": 1, "n_jobs": 1, "left_padding_size": 0},
+                "confidence": {"exclude_blank": True, "aggregation": "mean", "method_cfg": {"name": "max_prob"}},
+                "cache_dir": None,
+            }
+        )
+        wrapper = InMemory(
+            model_name="in-memory",
+            decoding_cfg=CacheAwarePipelineBuilder.get_rnnt_decoding_cfg(cfg),
+            device=device.type,
+            device_id=device.index or 0,
+            compute_dtype="float32",
+            use_amp=False,
+        )
         self.pipeline = CacheAwareRNNTPipeline(cfg, wrapper)
 
     def __call__(self, paths: list[str]) -> list[str]:
@@ -187,9 +234,11 @@ def prepare(name: str, model, audios, att_context_size, batch_size, workdir: Pat
             sf.write(paths[-1], audio, SAMPLE_RATE)
         with evaluation_mode(model, att_context_size), own_decoding(model):
             pipeline = NemoPipeline(model, att_context_size, batch_size)
+
         def run_pipeline() -> Output:  # noqa: E306
             with evaluation_mode(model, att_context_size), torch.inference_mode():
                 return Output(None, pipeline(paths))
+
         return run_pipeline
     return lambda: RUNNERS[name](model, audios, att_context_size, batch_size)
 
@@ -210,12 +259,17 @@ def nemo_reference(model, audios, att_context_size, batch_size) -> Output:
             hyps, pred_out = None, None
             for step, (chunk, chunk_lens) in enumerate(buffer):
                 pred_out, _, *cache, hyps = model.conformer_stream_step(
-                    processed_signal=chunk, processed_signal_length=chunk_lens,
-                    cache_last_channel=cache[0], cache_last_time=cache[1], cache_last_channel_len=cache[2],
-                    keep_all_outputs=buffer.is_buffer_empty(), previous_hypotheses=hyps,
+                    processed_signal=chunk,
+                    processed_signal_length=chunk_lens,
+                    cache_last_channel=cache[0],
+                    cache_last_time=cache[1],
+                    cache_last_channel_len=cache[2],
+                    keep_all_outputs=buffer.is_buffer_empty(),
+                    previous_hypotheses=hyps,
                     previous_pred_out=pred_out,
                     drop_extra_pre_encoded=0 if step == 0 else encoder.streaming_cfg.drop_extra_pre_encoded,
-                    return_transcription=True)
+                    return_transcription=True,
+                )
             tokens += [[int(t) for t in h.y_sequence] for h in hyps]
             texts += [h.text for h in hyps]
             buffer.reset_buffer()
@@ -225,19 +279,19 @@ def nemo_reference(model, audios, att_context_size, batch_size) -> Output:
 def buffered(model, audios, att_context_size, batch_size, left_frames: int | None = None) -> Output:
     """Overlapping-window streaming: every chunk re-encodes [left context | chunk] from the features."""
     recognizer = StreamingRecognizer(model, batch_size)
-    chunk = att_context_size[1] + 1                       # encoder frames per chunk
+    chunk = att_context_size[1] + 1  # encoder frames per chunk
     left = att_context_size[0] if left_frames is None else left_frames
-    left = -(-left // chunk) * chunk                      # whole chunks, so the window keeps the chunk grid
+    left = -(-left // chunk) * chunk  # whole chunks, so the window keeps the chunk grid
     sub = model.encoder.subsampling_factor
     tokens: list[list[int]] = [[] for _ in audios]
     with evaluation_mode(model, att_context_size), torch.no_grad():
         for batch in recognizer._batches(audios):
             feats, lengths = padded(recognizer.features([audios[i] for i in batch]))
             frames = lengths.tolist()
-            decoder = _LabelLoopingDecoder(model)
+            decoder = LabelLoopingDecoder(model)
             active, step = len(batch), 0
             while True:
-                chunk_start = step * chunk * sub                 # mel frames
+                chunk_start = step * chunk * sub  # mel frames
                 running = sum(1 for f in frames[:active] if f > chunk_start)
                 if running == 0:
                     break
@@ -258,8 +312,13 @@ def buffered(model, audios, att_context_size, batch_size, left_frames: int | Non
     return Output(tokens, recognizer.texts(tokens))
 
 
-METHODS = {"a": "(a) engine", "b": "(b) NeMo reference", "c": "(c) buffered", "d": "(d) offline",
-           "e": "(e) NeMo pipeline"}
+METHODS = {
+    "a": "(a) engine",
+    "b": "(b) NeMo reference",
+    "c": "(c) buffered",
+    "d": "(d) offline",
+    "e": "(e) NeMo pipeline",
+}
 RUNNERS: dict[str, Callable[..., Output]] = {"a": engine, "b": nemo_reference, "c": buffered, "d": offline}
 
 
@@ -302,13 +361,27 @@ def main() -> None:
     parser.add_argument("--model", default=str(REPO / "models/demo_base.nemo"))
     parser.add_argument("--utterances", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32, help="the same for every method")
-    parser.add_argument("--lookaheads", type=parse_lookahead, nargs="*", default=None,
-                        help="left,right pairs (default: every lookahead of the model)")
+    parser.add_argument(
+        "--lookaheads",
+        type=parse_lookahead,
+        nargs="*",
+        default=None,
+        help="left,right pairs (default: every lookahead of the model)",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="best of N timings per method")
-    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS),
-                        help="which of (a)-(e) to run; (a) always runs")
-    parser.add_argument("--flops-seconds", type=float, default=0.0,
-                        help="also count FLOPs per chunk step on one stream of this many seconds (0: no)")
+    parser.add_argument(
+        "--methods",
+        nargs="*",
+        default=list(METHODS),
+        choices=list(METHODS),
+        help="which of (a)-(e) to run; (a) always runs",
+    )
+    parser.add_argument(
+        "--flops-seconds",
+        type=float,
+        default=0.0,
+        help="also count FLOPs per chunk step on one stream of this many seconds (0: no)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--manifest", type=Path, default=MANIFEST)
@@ -323,51 +396,77 @@ def main() -> None:
     model = load_bench_model(args.model, device)
     use_cuda_graph_decoding(model)
     lookaheads = args.lookaheads or [list(la) for la in model.encoder.att_context_size_all]
-    print(f"# streaming benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {describe_machine(device)}, "
-          f"device {device}, {args.dtype}")
+    print(
+        f"# streaming benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {describe_machine(device)}, "
+        f"device {device}, {args.dtype}"
+    )
     print(f"model {args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
-    print(f"{len(audios)} utterances, {audio_seconds:.0f} s of audio ({min(durations):.1f}-{max(durations):.1f} s), "
-          f"batch size {args.batch_size}\n")
+    print(
+        f"{len(audios)} utterances, {audio_seconds:.0f} s of audio ({min(durations):.1f}-{max(durations):.1f} s), "
+        f"batch size {args.batch_size}\n"
+    )
     for name in names:  # warm up every code path once, on the first 2 s of two utterances
-        measure(name, model, [a[: 2 * SAMPLE_RATE] for a in audios[:2]], lookaheads[0], args.batch_size, device,
-                args.dtype, 1)
+        measure(
+            name,
+            model,
+            [a[: 2 * SAMPLE_RATE] for a in audios[:2]],
+            lookaheads[0],
+            args.batch_size,
+            device,
+            args.dtype,
+            1,
+        )
 
     for la in lookaheads:
-        runs = {name: measure(name, model, audios, la, args.batch_size, device, args.dtype, args.repeats)
-                for name in names}
+        runs = {
+            name: measure(name, model, audios, la, args.batch_size, device, args.dtype, args.repeats) for name in names
+        }
         a = runs["a"]
         print(f"## lookahead {la} ({lookahead_ms(la)} ms chunks)\n")
         print("| method | compute s | audio s / compute s | WER vs reference text |\n|---|---:|---:|---:|")
         for name, run in runs.items():
-            print(f"| {METHODS[name]} | {run.seconds:.2f} | {audio_seconds / run.seconds:.1f} | "
-                  f"{100 * jiwer.wer(refs, [t or '<empty>' for t in run.texts]):.1f} % |")
+            print(
+                f"| {METHODS[name]} | {run.seconds:.2f} | {audio_seconds / run.seconds:.1f} | "
+                f"{100 * jiwer.wer(refs, [t or '<empty>' for t in run.texts]):.1f} % |"
+            )
         print()
         for key, other in (("a/b", "b"), ("a/c", "c"), ("a/e", "e"), ("time a/d", "d")):
             if other in runs:
                 value = a.seconds / runs[other].seconds if key.startswith("time") else runs[other].seconds / a.seconds
                 goal = GOALS[key]
                 met = value <= goal if key.startswith("time") else value >= goal
-                print(f"- {key}: {value:.2f}x (goal {'<=' if key.startswith('time') else '>='} {goal}x: "
-                      f"{'met' if met else 'MISSED'})")
+                print(
+                    f"- {key}: {value:.2f}x (goal {'<=' if key.startswith('time') else '>='} {goal}x: "
+                    f"{'met' if met else 'MISSED'})"
+                )
         if "b" in runs:
             b = runs["b"]
-            print(f"- (a) transcripts identical to (b): {a.texts == b.texts and a.tokens == b.tokens} "
-                  f"({count_token_differences(a.tokens, b.tokens)} differing tokens)")
+            print(
+                f"- (a) transcripts identical to (b): {a.texts == b.texts and a.tokens == b.tokens} "
+                f"({count_token_differences(a.tokens, b.tokens)} differing tokens)"
+            )
         if "e" in runs:
             e = runs["e"]
             same = sum(x.strip() == y.strip() for x, y in zip(a.texts, e.texts))
             words, of = word_differences(a.texts, e.texts)
-            print(f"- (a) transcripts identical to (e): {same == len(audios)} ({same} of {len(audios)} identical; "
-                  f"{words} word edits from (a)'s {of} words to (e)'s)")
+            print(
+                f"- (a) transcripts identical to (e): {same == len(audios)} ({same} of {len(audios)} identical; "
+                f"{words} word edits from (a)'s {of} words to (e)'s)"
+            )
         if "d" in runs:
             d = runs["d"]
-            diffs = ", ".join(f"({n}) {count_token_differences(runs[n].tokens, d.tokens)}"
-                              for n in names if n in "abc")
+            diffs = ", ".join(f"({n}) {count_token_differences(runs[n].tokens, d.tokens)}" for n in names if n in "abc")
             print(f"- tokens differing from the offline pass (d): {diffs} (of {sum(map(len, d.tokens))} tokens)")
         if args.flops_seconds:
-            audio = next(x for x in audios if len(x) >= args.flops_seconds * SAMPLE_RATE)[: int(args.flops_seconds * SAMPLE_RATE)]
-            print(f"- GFLOPs per chunk step, one stream of {args.flops_seconds:.0f} s: " + ", ".join(
-                f"({n}) {flops_per_chunk_step(n, model, audio, la, device, args.dtype) / 1e9:.2f}" for n in names))
+            audio = next(x for x in audios if len(x) >= args.flops_seconds * SAMPLE_RATE)[
+                : int(args.flops_seconds * SAMPLE_RATE)
+            ]
+            print(
+                f"- GFLOPs per chunk step, one stream of {args.flops_seconds:.0f} s: "
+                + ", ".join(
+                    f"({n}) {flops_per_chunk_step(n, model, audio, la, device, args.dtype) / 1e9:.2f}" for n in names
+                )
+            )
         print()
 
 

@@ -1,50 +1,38 @@
 """Training throughput (audio seconds per wall second) and the padding share of batches, with and without
 bucketing, measured one after the other in one run on the demo's prepared data.
 
-    python scripts/bench_training.py                               # tiny model (demo fine-tune), CPU
-    python scripts/bench_training.py --model nemotron_streaming_0.6b   # the 0.6B config, random weights, GPU bf16
-    python scripts/bench_training.py --steps 40 -- trainer.devices=1   # more steps; extra recipes.finetune overrides
+    python -m scripts.bench_training                               # tiny model (demo fine-tune), CPU
+    python -m scripts.bench_training --model nemotron_streaming_0.6b   # the 0.6B config, random weights, GPU bf16
+    python -m scripts.bench_training --steps 40 -- trainer.devices=1   # more steps; extra recipes.finetune overrides
 
 Each mode trains ``--steps`` optimizer steps through the recipe's own model and data code (Lightning, NeMo's
 Lhotse loader) with checkpoints, validation and the pre-flight off; the first ``--warmup`` steps are not timed.
 Padding share = padded samples / all samples of the batch tensors (the same share of encoder frames). Goal:
 <= 10 % with bucketing. Memory: peak CUDA allocation on GPU, peak RSS on CPU. Needs ``data/`` (demo stages 1-2).
 """
+
 from __future__ import annotations
 
 import argparse
 import gc
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch import Callback
+from omegaconf import OmegaConf
 
-import torch  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from lightning.pytorch import Callback  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from recipes.checks import check_finetune  # noqa: E402
-from recipes.model import build_model  # noqa: E402
-from recipes.preflight import MemoryMeter  # noqa: E402
-from recipes import register_resolvers  # noqa: E402
+from recipes.checks import check_finetune
+from recipes.config import CONF, REPO, compose_config
+from recipes.finetune.callbacks.memory import MemoryMeter
+from recipes.finetune.model import build_model
 
 GOAL_PADDING = 0.10
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return hydra_compose("finetune", overrides=overrides)
 
 
 class BatchMeter(Callback):
@@ -93,8 +81,18 @@ def tokenizer_for(vocab_size: int, out_dir: Path) -> Path:
 
 def bench(overrides: list[str], steps: int, warmup: int) -> dict:
     # No validation loader is attached, so no validation runs; no callbacks: no checkpoints, no pre-flight.
-    cfg = compose([*overrides, f"trainer.max_steps={steps + warmup}", f"trainer.limit_train_batches={steps + warmup}",
-                   "trainer.enable_progress_bar=false", "~callbacks", "logger=none"])
+    cfg = compose_config(
+        CONF,
+        "finetune",
+        [
+            *overrides,
+            f"trainer.max_steps={steps + warmup}",
+            f"trainer.limit_train_batches={steps + warmup}",
+            "trainer.enable_progress_bar=false",
+            "~callbacks",
+            "logger=none",
+        ],
+    )
     check_finetune(cfg)
     meter = BatchMeter(warmup, cfg.model.architecture.sample_rate)
     trainer = instantiate(cfg.trainer, callbacks=[meter], logger=False, enable_checkpointing=False)
@@ -104,8 +102,15 @@ def bench(overrides: list[str], steps: int, warmup: int) -> dict:
     memory.reset()
     trainer.fit(model)
     wall = meter.end - meter.start
-    return {"steps": meter.batches, "utterances": meter.utterances, "audio_s": meter.audio, "wall_s": wall,
-            "audio_s_per_s": meter.audio / wall, "padding": meter.padded / meter.total, "peak_gib": memory.peak() / 2**30}
+    return {
+        "steps": meter.batches,
+        "utterances": meter.utterances,
+        "audio_s": meter.audio,
+        "wall_s": wall,
+        "audio_s_per_s": meter.audio / wall,
+        "padding": meter.padded / meter.total,
+        "peak_gib": memory.peak() / 2**30,
+    }
 
 
 def main() -> None:
@@ -118,28 +123,38 @@ def main() -> None:
     base = ["experiment=demo_finetune", f"paths.root_dir={REPO}", "run_name=bench_training"]
     tmp = tempfile.TemporaryDirectory()
     if args.model == "nemotron_streaming_0.6b":
-        cfg = compose(["model=nemotron_streaming_0.6b"])
+        cfg = compose_config(CONF, "finetune", ["model=nemotron_streaming_0.6b"])
         tok = tokenizer_for(cfg.model.architecture.decoder.vocab_size, Path(tmp.name))
         base += ["model=nemotron_streaming_0.6b", "model.init_from=null", f"model.architecture.tokenizer.dir={tok}"]
         base += ["trainer=gpu"] if torch.cuda.is_available() else []  # bf16-mixed; on CPU only a smoke run
     base += args.overrides
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
-    print(f"# training throughput, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit.strip()}, "
-          f"{platform.processor() or platform.machine()}, {device}, torch {torch.__version__}")
+    print(
+        f"# training throughput, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit.strip()}, "
+        f"{platform.processor() or platform.machine()}, {device}, torch {torch.__version__}"
+    )
     print(f"# {args.model}: {' '.join(base[1:])}; {args.steps} timed steps after {args.warmup} per mode\n")
     print("| batches | steps | utterances | audio (s) | wall (s) | audio s / s | padding | peak memory (GiB) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     results = {}
-    modes = {"bucketing": [], "no bucketing": ["data.train_ds.use_bucketing=false", "data.train_ds.bucket_duration_bins=null"]}
+    modes = {
+        "bucketing": [],
+        "no bucketing": ["data.train_ds.use_bucketing=false", "data.train_ds.bucket_duration_bins=null"],
+    }
     for name, mode in modes.items():
         r = results[name] = bench([*base, *mode], args.steps, args.warmup)
         gc.collect()  # the trainer and model hold each other: free the first mode's model before the second
-        print(f"| {name} | {r['steps']} | {r['utterances']} | {r['audio_s']:.0f} | {r['wall_s']:.1f} | "
-              f"{r['audio_s_per_s']:.1f} | {r['padding']:.1%} | {r['peak_gib']:.2f} |", flush=True)
+        print(
+            f"| {name} | {r['steps']} | {r['utterances']} | {r['audio_s']:.0f} | {r['wall_s']:.1f} | "
+            f"{r['audio_s_per_s']:.1f} | {r['padding']:.1%} | {r['peak_gib']:.2f} |",
+            flush=True,
+        )
     padding = results["bucketing"]["padding"]
-    print(f"\npadding with bucketing: {padding:.1%} (goal <= {GOAL_PADDING:.0%}: "
-          f"{'met' if padding <= GOAL_PADDING else 'MISSED'})")
+    print(
+        f"\npadding with bucketing: {padding:.1%} (goal <= {GOAL_PADDING:.0%}: "
+        f"{'met' if padding <= GOAL_PADDING else 'MISSED'})"
+    )
 
 
 if __name__ == "__main__":

@@ -5,12 +5,13 @@
 
 In one run, on ``--streams`` streams of ``--seconds`` of demo speech (``scripts/bench_concurrency.streams``):
 
-- the engine's step time (p50) with its CPU kernels (``recipes.streaming._FewRowKernels``) and without them,
+- the engine's step time (p50) with its CPU kernels (``recipes.streaming.kernels.FewRowKernels``) and without them,
   alternately ``--repeats`` times, and the ratio;
 - the weight-read floor: one matrix-vector product through every weight of the encoder's linear layers and
   pointwise convolutions (each weight read from memory once), best of 3, and the memory speed it implies;
 - ``torch.profiler``'s table of one run with the kernels, by operator and input shape, per step.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,16 +23,19 @@ from unittest import mock
 import numpy as np
 import torch
 
-from recipes import streaming
-from recipes.streaming import StreamingRecognizer
+from recipes.streaming import engine
+from recipes.streaming.engine import StreamingRecognizer
 from scripts.bench_concurrency import SOURCES, speech, streams
 from scripts.bench_models import REPO, describe_machine, load_bench_model, parse_lookahead, pick_device
 
 
 def weight_read_seconds(encoder, repeats: int = 3) -> tuple[float, int]:
     """Best time of one matrix-vector product through every linear and pointwise-convolution weight, and bytes."""
-    weights = [m.weight.reshape(m.weight.size(0), -1) for m in encoder.modules()
-               if type(m) is torch.nn.Linear or (type(m) is torch.nn.Conv1d and m.kernel_size == (1,))]
+    weights = [
+        m.weight.reshape(m.weight.size(0), -1)
+        for m in encoder.modules()
+        if type(m) is torch.nn.Linear or (type(m) is torch.nn.Conv1d and m.kernel_size == (1,))
+    ]
     vectors = {w.size(1): torch.randn(w.size(1), device=w.device) for w in weights}
     best = float("inf")
     with torch.no_grad():
@@ -60,13 +64,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     recognizer = StreamingRecognizer(model, batch_size=args.streams)
     feats = recognizer.features(audios)
     recognizer.stream(audios[:1], args.lookahead)  # warm-up
-    print(f"# engine step, {describe_machine(device)}, model {args.model}, {args.streams} streams of "
-          f"{args.seconds:g} s at {args.lookahead}\n")
+    print(
+        f"# engine step, {describe_machine(device)}, model {args.model}, {args.streams} streams of "
+        f"{args.seconds:g} s at {args.lookahead}\n"
+    )
 
     times: dict[str, list[float]] = {"with kernels": [], "without": []}
     for _ in range(args.repeats):
-        for label, kernels in (("with kernels", streaming._FewRowKernels), ("without", lambda encoder: nullcontext())):
-            with mock.patch.object(streaming, "_FewRowKernels", kernels):
+        for label, kernels in (("with kernels", engine.FewRowKernels), ("without", lambda encoder: nullcontext())):
+            with mock.patch.object(engine, "FewRowKernels", kernels):
                 times[label] += recognizer.stream(audios, args.lookahead, features=feats).step_seconds
     p50 = {label: float(np.median(values)) for label, values in times.items()}
     floor, size = weight_read_seconds(model.encoder)
@@ -74,14 +80,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"| engine, with its CPU kernels | {p50['with kernels'] * 1000:.1f} |")
     print(f"| engine, NeMo's kernels | {p50['without'] * 1000:.1f} |")
     print(f"| weight-read floor ({size / 1e9:.2f} GB, {size / floor / 1e9:.1f} GB/s) | {floor * 1000:.1f} |")
-    print(f"\nwithout / with kernels: {p50['without'] / p50['with kernels']:.2f}x; "
-          f"with kernels / floor: {p50['with kernels'] / floor:.2f}x\n")
+    print(
+        f"\nwithout / with kernels: {p50['without'] / p50['with kernels']:.2f}x; "
+        f"with kernels / floor: {p50['with kernels'] / floor:.2f}x\n"
+    )
 
     with torch.profiler.profile(record_shapes=True) as profile:
         steps = len(recognizer.stream(audios, args.lookahead, features=feats).step_seconds)
     print(f"torch.profiler, one run of {steps} steps (self CPU time in total; divide by {steps} for a step):")
-    print(profile.key_averages(group_by_input_shape=True).table(
-        sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=28, max_shapes_column_width=70))
+    print(
+        profile.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=28, max_shapes_column_width=70
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ fi
 
 if run 8; then
   log 8 "base vs fine-tuned"
-  python -m scripts.compare_wer base=$out/base_wer.json fine-tuned=$out/finetuned_wer.json | tee $out/RESULTS.md
+  python -m recipes.evaluate.compare base=$out/base_wer.json fine-tuned=$out/finetuned_wer.json | tee $out/RESULTS.md
 fi
 
 if run 9 && [[ ! -f $out/interpolation/interpolation.md ]]; then

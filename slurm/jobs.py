@@ -10,6 +10,7 @@ Kinds:
 - ``data_prep``: a job array whose task i prepares shard range i of every split (``part.index=i``), then a
   merge job that reuses every shard and writes the merged outputs (identical to one process's).
 """
+
 from __future__ import annotations
 
 import shlex
@@ -17,34 +18,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from recipes import register_resolvers
-from recipes.errors import UsageError
+from recipes.config import CONF, compose_config
+from recipes.errors import EXIT_PREEMPTED, UsageError
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-INTERRUPTED = 75  # EX_TEMPFAIL: the training saved last.ckpt on a signal and stopped; running it again resumes
 KINDS = ("finetune", "pipeline", "data_prep")
 
 _templates = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-    trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
 )
 
 
 @dataclass
 class Job:
-    name: str                 # the script is <log_dir>/<name>.sbatch, its logs <log_dir>/<name>-<job id>.out
+    name: str  # the script is <log_dir>/<name>.sbatch, its logs <log_dir>/<name>-<job id>.out
     script: str
     after: str | None = None  # the job (by name) that must have succeeded first: --dependency=afterok
 
 
 @dataclass
 class Plan:
-    log_dir: Path             # inside the run directory (the corpus directory for data_prep)
+    log_dir: Path  # inside the run directory (the corpus directory for data_prep)
     jobs: list[Job] = field(default_factory=list)
-    chained: bool = False     # requeue=chain: the training script moves its dependents to its follow-up job
+    chained: bool = False  # requeue=chain: the training script moves its dependents to its follow-up job
 
     def script_path(self, job: Job) -> Path:
         return self.log_dir / f"{job.name}.sbatch"
@@ -52,16 +53,6 @@ class Plan:
     @property
     def dependents_path(self) -> Path:
         return self.log_dir / "finetune.dependents"
-
-
-def compose_config(config_dir: Path, name: str, overrides: list[str]) -> DictConfig:
-    """A recipe's config as its entry point would compose it; a bad override is a :class:`UsageError`."""
-    register_resolvers()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-            return compose(name, overrides=overrides)
-    except Exception as err:  # Hydra's override and composition errors
-        raise UsageError(f"{name} overrides {overrides}: {str(err).splitlines()[0]}") from None
 
 
 def quoted(args: list[str]) -> str:
@@ -82,9 +73,11 @@ class Renderer:
         self.log_dir = log_dir
 
     def sbatch(self, name: str, time: str, array: bool = False) -> list[str]:
-        options = [f"--output={self.log_dir}/{name}-{'%A_%a' if array else '%j'}.out",
-                   f"--chdir={Path.cwd()}",  # where the recipe's relative paths point, as at submission
-                   f"--time={time}"]
+        options = [
+            f"--output={self.log_dir}/{name}-{'%A_%a' if array else '%j'}.out",
+            f"--chdir={Path.cwd()}",  # where the recipe's relative paths point, as at submission
+            f"--time={time}",
+        ]
         options += [f"--{key}={self.c[key]}" for key in ("partition", "account", "qos") if self.c[key]]
         return options
 
@@ -102,36 +95,55 @@ class Renderer:
     def render(self, template: str, job_name: str, about: str, sbatch: list[str], **context) -> str:
         env = {k: v for k, v in OmegaConf.to_container(self.c.env, resolve=True).items() if v is not None}
         return _templates.get_template(template).render(
-            about=about, job_name=job_name, sbatch=sbatch, env=env, setup=list(self.c.setup), **context)
+            about=about, job_name=job_name, sbatch=sbatch, env=env, setup=list(self.c.setup), **context
+        )
 
     def step(self, job_name: str, about: str, sbatch: list[str], command: str) -> str:
         return self.render("step.sbatch.j2", job_name, about, sbatch, srun=self.srun(), command=command)
 
 
-def finetune_plan(cluster: DictConfig, recipe_args: list[str], then_evaluate: bool,
-                  export_args: list[str] = (), evaluate_args: list[str] = ()) -> Plan:
+def finetune_plan(
+    cluster: DictConfig,
+    recipe_args: list[str],
+    then_evaluate: bool,
+    export_args: list[str] = (),
+    evaluate_args: list[str] = (),
+) -> Plan:
     overrides = [*cluster.recipe_overrides, *recipe_args]
     cfg = compose_config(CONF, "finetune", overrides)
     run_dir = Path(cfg.paths.run_dir)
     plan = Plan(run_dir / "slurm", chained=cluster.requeue == "chain")
     r = Renderer(cluster, plan.log_dir)
     c = cluster
-    sbatch = r.sbatch("finetune", c.time) + [f"--nodes={c.nodes}", f"--ntasks-per-node={c.tasks_per_node}",
-                                             f"--cpus-per-task={c.cpus_per_task}"]
+    sbatch = r.sbatch("finetune", c.time) + [
+        f"--nodes={c.nodes}",
+        f"--ntasks-per-node={c.tasks_per_node}",
+        f"--cpus-per-task={c.cpus_per_task}",
+    ]
     sbatch += [f"--gpus-per-node={c.gpus_per_node}"] if c.gpus_per_node else []
     sbatch += [f"--mem={c.mem}"] if c.mem else []
-    sbatch += [f"--signal=B:USR1@{c.signal_seconds}",
-               "--requeue" if c.requeue == "scontrol" else "--no-requeue",
-               "--open-mode=append"]  # a requeued job appends to its log
+    sbatch += [
+        f"--signal=B:USR1@{c.signal_seconds}",
+        "--requeue" if c.requeue == "scontrol" else "--no-requeue",
+        "--open-mode=append",
+    ]  # a requeued job appends to its log
     finetune = Job("finetune", "")
     # Exit code 75 from one rank is not a failure: the others get rank_exit_wait seconds to save and exit too.
     srun = r.srun(f"--wait={c.rank_exit_wait}", "--kill-on-bad-exit=0")
     finetune.script = r.render(
-        "finetune.sbatch.j2", f"finetune-{cfg.run_name}",
-        f"Fine-tuning {cfg.run_name}: {c.nodes} node(s) x {c.tasks_per_node} rank(s), requeue={c.requeue}.", sbatch,
-        srun=srun, command=f"{c.python} -m recipes.finetune {quoted(overrides)}", run_dir=run_dir,
-        signal_seconds=c.signal_seconds, interrupted=INTERRUPTED, requeue=c.requeue,
-        script=plan.script_path(finetune), dependents=plan.dependents_path)
+        "finetune.sbatch.j2",
+        f"finetune-{cfg.run_name}",
+        f"Fine-tuning {cfg.run_name}: {c.nodes} node(s) x {c.tasks_per_node} rank(s), requeue={c.requeue}.",
+        sbatch,
+        srun=srun,
+        command=f"{c.python} -m recipes.finetune {quoted(overrides)}",
+        run_dir=run_dir,
+        signal_seconds=c.signal_seconds,
+        interrupted=EXIT_PREEMPTED,
+        requeue=c.requeue,
+        script=plan.script_path(finetune),
+        dependents=plan.dependents_path,
+    )
     plan.jobs.append(finetune)
     if not then_evaluate:
         return plan
@@ -141,14 +153,37 @@ def finetune_plan(cluster: DictConfig, recipe_args: list[str], then_evaluate: bo
     e = c.evaluate
     resources = ["--ntasks=1", f"--cpus-per-task={e.cpus_per_task}"] + ([f"--gpus={e.gpus}"] if e.gpus else [])
     command = f"{c.python} -m recipes.export {quoted([f'run_dir={run_dir}', *export_args])}"
-    plan.jobs.append(Job("export", r.step(f"export-{cfg.run_name}", f"Export {run_dir} to {nemo}.",
-                                          r.sbatch("export", e.time) + resources, command), after="finetune"))
+    plan.jobs.append(
+        Job(
+            "export",
+            r.step(
+                f"export-{cfg.run_name}",
+                f"Export {run_dir} to {nemo}.",
+                r.sbatch("export", e.time) + resources,
+                command,
+            ),
+            after="finetune",
+        )
+    )
     dev_sets = OmegaConf.to_container(cfg.data.dev_sets, resolve=True)
-    defaults = {"model": str(nemo), "output": f"{nemo}.stream_wer.json",
-                "data": "{" + ", ".join(f'{name}: "{path}"' for name, path in dev_sets.items()) + "}"}
+    defaults = {
+        "model": str(nemo),
+        "output": f"{nemo}.stream_wer.json",
+        "data": "{" + ", ".join(f'{name}: "{path}"' for name, path in dev_sets.items()) + "}",
+    }
     command = f"{c.python} -m recipes.evaluate {quoted(with_defaults(defaults, list(evaluate_args)))}"
-    plan.jobs.append(Job("evaluate", r.step(f"evaluate-{cfg.run_name}", f"Streaming WER of {nemo}.",
-                                            r.sbatch("evaluate", e.time) + resources, command), after="export"))
+    plan.jobs.append(
+        Job(
+            "evaluate",
+            r.step(
+                f"evaluate-{cfg.run_name}",
+                f"Streaming WER of {nemo}.",
+                r.sbatch("evaluate", e.time) + resources,
+                command,
+            ),
+            after="export",
+        )
+    )
     return plan
 
 
@@ -164,15 +199,31 @@ def data_prep_plan(cluster: DictConfig, recipe_args: list[str]) -> Plan:
     plan = Plan((Path.cwd() / settings.corpus_dir / "slurm").resolve())
     r = Renderer(cluster, plan.log_dir)
     d, corpus = cluster.data_prep, settings.corpus.name
-    base = f"{cluster.python} -m data_prep {quoted(recipe_args)} progress=false num_workers=\"$SLURM_CPUS_PER_TASK\""
+    base = f'{cluster.python} -m data_prep {quoted(recipe_args)} progress=false num_workers="$SLURM_CPUS_PER_TASK"'
     resources = ["--ntasks=1", f"--cpus-per-task={d.cpus_per_task}"]
-    plan.jobs.append(Job("prep", r.step(
-        f"prep-{corpus}", f"Prepare {corpus}: array task i writes shard range i of {d.tasks} of every split.",
-        r.sbatch("prep", d.time, array=True) + resources + [f"--array=0-{d.tasks - 1}"],
-        f'{base} part.index="$SLURM_ARRAY_TASK_ID" part.count={d.tasks}')))
-    plan.jobs.append(Job("merge", r.step(
-        f"merge-{corpus}", f"Merge {corpus}: reuses every shard, writes cuts.jsonl.gz, rejects.jsonl, bins, summaries.",
-        r.sbatch("merge", d.time) + resources, base), after="prep"))
+    plan.jobs.append(
+        Job(
+            "prep",
+            r.step(
+                f"prep-{corpus}",
+                f"Prepare {corpus}: array task i writes shard range i of {d.tasks} of every split.",
+                r.sbatch("prep", d.time, array=True) + resources + [f"--array=0-{d.tasks - 1}"],
+                f'{base} part.index="$SLURM_ARRAY_TASK_ID" part.count={d.tasks}',
+            ),
+        )
+    )
+    plan.jobs.append(
+        Job(
+            "merge",
+            r.step(
+                f"merge-{corpus}",
+                f"Merge {corpus}: reuses every shard, writes cuts.jsonl.gz, rejects.jsonl, bins, summaries.",
+                r.sbatch("merge", d.time) + resources,
+                base,
+            ),
+            after="prep",
+        )
+    )
     return plan
 
 

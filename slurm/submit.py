@@ -9,13 +9,15 @@ ones starting with ``export.`` or ``evaluate.`` to those jobs. The scripts are w
 and submitted in order, each later one with ``--dependency=afterok`` on the one before; ``--dry-run`` prints
 them and the sbatch commands instead. Prints one ``<name> <job id>`` line per job.
 """
+
 from __future__ import annotations
 
 import subprocess
 import sys
 
+from recipes.config import CONF, compose_config
 from recipes.errors import UsageError, exit_on_usage_error
-from slurm.jobs import CONF, Plan, compose_config, plan_jobs
+from slurm.jobs import Plan, plan_jobs
 
 OWN_KEYS = ("cluster", "dry_run")
 

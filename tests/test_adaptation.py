@@ -1,5 +1,6 @@
 """Fine-tuning controls (freezing, per-module learning rates, L2-SP, replay share), the base row of a run's report,
 and WiSE-FT interpolation, on the committed demo base model and the small test corpus."""
+
 import json
 
 import pytest
@@ -7,26 +8,36 @@ import torch
 from nemo.collections.asr.models import ASRModel
 from omegaconf import OmegaConf
 
+from recipes.config import CONF, compose_config
 from recipes.errors import UsageError
-from recipes.evaluation import load_eval_set
-from recipes.interpolate import run as run_interpolation
-from recipes.interpolation import check_compatible, interpolate
-from recipes.model import build_model
-from recipes.streaming import StreamingRecognizer
-from recipes.training import train
-from tests.conftest import BASE_MODEL, CONF, compose_config
+from recipes.evaluate.sets import load_eval_set
+from recipes.finetune.model import build_model
+from recipes.finetune.train import train
+from recipes.interpolate.wise import check_compatible, interpolate
+from recipes.interpolate.wise import run as run_interpolation
+from recipes.streaming.engine import StreamingRecognizer
+from tests.support.models import BASE_MODEL
 
 LR = 2e-3
-FAST = [f"model.init_from={BASE_MODEL}", "trainer.max_steps=2", "trainer.limit_train_batches=2",
-        "+trainer.limit_val_batches=0", "data.train_ds.batch_duration=12", "logger=none", "~callbacks.lr_monitor", f"model.optim.lr={LR}",
-        "callbacks.checkpoint.eval_sets={}"]
+FAST = [
+    f"model.init_from={BASE_MODEL}",
+    "trainer.max_steps=2",
+    "trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=0",
+    "data.train_ds.batch_duration=12",
+    "logger=none",
+    "~callbacks.lr_monitor",
+    f"model.optim.lr={LR}",
+    "callbacks.checkpoint.eval_sets={}",
+]
 
 
 def fine_tune(workdir, run_name, *overrides):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(workdir)
-        return train(compose_config(CONF, "finetune", ["experiment=demo_finetune", f"run_name={run_name}",
-                                                       *FAST, *overrides]))
+        return train(
+            compose_config(CONF, "finetune", ["experiment=demo_finetune", f"run_name={run_name}", *FAST, *overrides])
+        )
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +51,15 @@ def changed(model, base_weights, prefix):
 
 
 def test_frozen_modules_keep_their_weights_and_module_lrs_reach_the_optimizer(demo_workdir, base_weights):
-    trainer = fine_tune(demo_workdir, "frozen", "adapt.freeze.encoder_layers=2", "adapt.freeze.decoder=true",
-                        "adapt.lr.encoder=1e-3", "adapt.lr.joint=5e-3", "adapt.layer_decay=0.5")
+    trainer = fine_tune(
+        demo_workdir,
+        "frozen",
+        "adapt.freeze.encoder_layers=2",
+        "adapt.freeze.decoder=true",
+        "adapt.lr.encoder=1e-3",
+        "adapt.lr.joint=5e-3",
+        "adapt.layer_decay=0.5",
+    )
     model = trainer.lightning_module
     for frozen in ("encoder.pre_encode.", "encoder.layers.0.", "encoder.layers.1.", "decoder."):
         assert not changed(model, base_weights, frozen), frozen
@@ -52,7 +70,8 @@ def test_frozen_modules_keep_their_weights_and_module_lrs_reach_the_optimizer(de
     initial = {name: g["initial_lr"] for name, g in groups.items()}  # set by the scheduler from each group's lr
     assert initial == pytest.approx({"encoder.layers.3": 1e-3, "encoder.layers.2": 5e-4, "joint": 5e-3, "other": LR})
     assert {id(p) for g in groups.values() for p in g["params"]} == {
-        id(p) for p in model.parameters() if p.requires_grad}
+        id(p) for p in model.parameters() if p.requires_grad
+    }
 
 
 def test_l2sp_at_full_strength_keeps_the_base_weights_and_off_it_does_not(demo_workdir, base_weights):
@@ -66,25 +85,34 @@ def test_l2sp_at_full_strength_keeps_the_base_weights_and_off_it_does_not(demo_w
 def test_replay_share_reweights_the_blend_without_data_prep(demo_workdir):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(demo_workdir)
-        cfg = compose_config(CONF, "finetune", ["experiment=demo_finetune",
-                                                "data.blend_weights={demo_target: 0.5, demo_general: 0.5}"])
+        cfg = compose_config(
+            CONF, "finetune", ["experiment=demo_finetune", "data.blend_weights={demo_target: 0.5, demo_general: 0.5}"]
+        )
         entries = OmegaConf.to_container(cfg.data.train_ds.input_cfg, resolve=True)
         assert {e["tags"]["corpus"]: e["weight"] for e in entries} == {"demo_target": 0.5, "demo_general": 0.5}
-        as_blended = compose_config(CONF, "finetune", ["experiment=demo_finetune", "data.blend_weights=null"]
-                                    ).data.train_ds.input_cfg
+        as_blended = compose_config(
+            CONF, "finetune", ["experiment=demo_finetune", "data.blend_weights=null"]
+        ).data.train_ds.input_cfg
         assert as_blended.endswith("blends/demo_replay/input_cfg.yaml")
         with pytest.raises(Exception, match="demo_nowhere"):
-            compose_config(CONF, "finetune", ["experiment=demo_finetune", "data.blend_weights={demo_nowhere: 1}"]
-                           ).data.train_ds.input_cfg
+            _ = compose_config(
+                CONF, "finetune", ["experiment=demo_finetune", "data.blend_weights={demo_nowhere: 1}"]
+            ).data.train_ds.input_cfg
 
 
 @pytest.fixture(scope="module")
 def finetuned(demo_workdir):
     """Two steps at a high learning rate, streaming-evaluated at one lookahead: far enough from the base that
     their tokens differ."""
-    trainer = fine_tune(demo_workdir, "moved", "model.optim.lr=2e-2", "~model.optim.sched",
-                        "callbacks.checkpoint.max_utterances=3", "callbacks.checkpoint.lookaheads=[[70,13]]",
-                        "callbacks.checkpoint.eval_sets=${data.dev_sets}")
+    trainer = fine_tune(
+        demo_workdir,
+        "moved",
+        "model.optim.lr=2e-2",
+        "~model.optim.sched",
+        "callbacks.checkpoint.max_utterances=3",
+        "callbacks.checkpoint.lookaheads=[[70,13]]",
+        "callbacks.checkpoint.eval_sets=${data.dev_sets}",
+    )
     return demo_workdir / "exp" / "moved" / "checkpoints", trainer.lightning_module
 
 
@@ -102,8 +130,10 @@ def test_interpolation_ends_reproduce_base_and_finetuned_tokens(demo_workdir, fi
     base = ASRModel.restore_from(str(BASE_MODEL), map_location=torch.device("cpu")).eval()
     model = model.eval()
     dev = load_eval_set("target_dev", demo_workdir / "data/prepared/demo_target/dev/cuts.jsonl.gz", 4)
-    tokens = {name: StreamingRecognizer(m, 4).stream(dev.audios, [70, 1]).tokens
-              for name, m in (("base", base), ("finetuned", model))}
+    tokens = {
+        name: StreamingRecognizer(m, 4).stream(dev.audios, [70, 1]).tokens
+        for name, m in (("base", base), ("finetuned", model))
+    }
     assert tokens["base"] != tokens["finetuned"], "precondition: the two ends must differ"
     base_sd, ft_sd = base.state_dict(), {k: v.clone() for k, v in model.state_dict().items()}
     for alpha, expected in ((0.0, "base"), (1.0, "finetuned")):
@@ -116,9 +146,19 @@ def test_interpolate_writes_the_front_and_exports_the_chosen_alpha(demo_workdir,
     checkpoints, _ = finetuned
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(demo_workdir)
-        cfg = compose_config(CONF, "interpolate", [f"base={BASE_MODEL}", f"finetuned={checkpoints / 'last.ckpt'}",
-                                                   "alphas=[0.5]", "max_utterances=3", "lookaheads=[[70,13]]",
-                                                   "alpha=0.5", "output_dir=exp/wise"])
+        cfg = compose_config(
+            CONF,
+            "interpolate",
+            [
+                f"base={BASE_MODEL}",
+                f"finetuned={checkpoints / 'last.ckpt'}",
+                "alphas=[0.5]",
+                "max_utterances=3",
+                "lookaheads=[[70,13]]",
+                "alpha=0.5",
+                "output_dir=exp/wise",
+            ],
+        )
         assert run_interpolation(cfg) == 0.5
     out = demo_workdir / "exp" / "wise"
     table = (out / "interpolation.md").read_text()

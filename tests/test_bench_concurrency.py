@@ -1,4 +1,5 @@
 """The concurrency benchmark runs end to end on the demo model and reports what it claims (no timing asserted)."""
+
 import json
 import math
 
@@ -6,9 +7,10 @@ import numpy as np
 import soundfile as sf
 from lhotse import CutSet, Recording
 
-from recipes.streaming import ChunkPlan, evaluation_mode
+from recipes.streaming.geometry import ChunkPlan
+from recipes.streaming.modes import evaluation_mode
 from scripts.bench_concurrency import main, replay
-from tests.conftest import BASE_MODEL
+from tests.support.models import BASE_MODEL
 
 
 def test_replay_queues_a_step_behind_a_slow_one():
@@ -23,13 +25,31 @@ def test_concurrency_report_is_well_formed(tmp_path):
     CutSet.from_cuts([Recording.from_file(tmp_path / "a.wav").to_cut()]).to_file(cuts)
     out = tmp_path / "report.json"
 
-    main(["--model", str(BASE_MODEL), "--lookaheads", "70,13", "68,3", "--seconds", "2", "--max-streams", "2",
-          "--long-seconds", "3", "--cuts", str(cuts), "--out", str(out)])
+    main(
+        [
+            "--model",
+            str(BASE_MODEL),
+            "--lookaheads",
+            "70,13",
+            "68,3",
+            "--seconds",
+            "2",
+            "--max-streams",
+            "2",
+            "--long-seconds",
+            "3",
+            "--cuts",
+            str(cuts),
+            "--out",
+            str(out),
+        ]
+    )
 
     report = json.loads(out.read_text())
     assert report["device"] == "cpu" and report["dtype"] == "fp32"
     assert [r["chunk_ms"] for r in report["results"]] == [1120, 320]
-    from recipes.inference import load_model
+    from recipes.model_files import load_model
+
     model = load_model(str(BASE_MODEL))
     for result in report["results"]:
         with evaluation_mode(model, result["lookahead"]):
@@ -53,8 +73,8 @@ def test_concurrency_report_is_well_formed(tmp_path):
 
 def test_320ms_lookahead_streams_exactly_like_offline():
     """[68, 3], how the benchmarks run 320 ms, is a lookahead the engine streams exactly (it was not trained)."""
-    from recipes.inference import load_model
-    from recipes.streaming import StreamingRecognizer, count_token_differences
+    from recipes.model_files import load_model
+    from recipes.streaming.engine import StreamingRecognizer, count_token_differences
     from scripts.bench_models import LOOKAHEAD_320MS
 
     rng = np.random.default_rng(0)

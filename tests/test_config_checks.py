@@ -3,6 +3,7 @@
 The command line itself runs for a representative few (Hydra's own errors included); every other case calls the
 check functions in-process on the composed demo config, which is what the command line runs first.
 """
+
 import os
 import re
 import subprocess
@@ -13,12 +14,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from recipes.checks import check_evaluate, check_finetune, export_checkpoint
+from recipes.checks import check_evaluate, check_finetune
+from recipes.config import CONF, REPO, compose_config
 from recipes.errors import UsageError
-from recipes.evaluate import CONFIG as EVALUATE_CONFIG
-from recipes.preflight import fitting_batch_duration
-from tests.conftest import BASE_MODEL, CONF, REPO, compose_config, nemo_with
+from recipes.finetune.callbacks.memory import fitting_batch_duration
+from recipes.model_files import resolve_checkpoint
+from tests.support.models import BASE_MODEL, nemo_with
 
+EVALUATE_CONFIG = CONF / "evaluate.yaml"
 CLI_TIMEOUT = 240  # seconds per command (the machine is shared); subprocess.run kills it past that
 
 
@@ -29,8 +32,11 @@ def in_demo_workdir(demo_workdir, monkeypatch):
 
 
 def finetune_problems(workdir: Path, *overrides: str) -> list[str]:
-    cfg = compose_config(CONF, "finetune", ["experiment=demo_finetune", f"paths.root_dir={workdir}",
-                                            f"model.init_from={BASE_MODEL}", *overrides])
+    cfg = compose_config(
+        CONF,
+        "finetune",
+        ["experiment=demo_finetune", f"paths.root_dir={workdir}", f"model.init_from={BASE_MODEL}", *overrides],
+    )
     try:
         check_finetune(cfg)
     except UsageError as err:
@@ -44,32 +50,53 @@ def truncated(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["model.att_context_probs=[0.5,0.5]"], "2 weights for 4 lookaheads"),
-    (["model.att_context_probs=[0.5,0.5,0.5,-0.5]"], "each must be >= 0"),
-    (["model.att_context_probs=[0.4,0.3,0.2,0.2]"], "sum to 1.1, not 1"),
-    (["model.att_context_size=[[70,13],[70,5]]"], r"\[70,5\]: chunked_limited attention needs left divisible by right "
-                                                  r"\+ 1 = 6: use \[66,5\] or \[72,5\]"),
-    (["model.att_context_size=[[70,13]]", "model.att_context_probs=null", "model.init_from=/nowhere/model.nemo"],
-     "model.init_from=/nowhere/model.nemo: no such file"),
-    (["data.blend_dir=/nowhere"], "data.train_ds.input_cfg=/nowhere/input_cfg.yaml: not found: make it with python "
-                                  "-m data_prep"),
-    (["trainer.max_steps=-1"], "trainer.max_steps=-1: must be an integer > 0"),
-    (["data.train_ds.batch_duration=-5"], "data.train_ds.batch_duration=-5: seconds of audio per batch, must be > 0"),
-    (["model.optim.lr=0"], r"model.optim.lr=0: must be a number in \(0, 1\]"),
-    (["model.optim.lr=3"], r"model.optim.lr=3: must be a number in \(0, 1\]"),
-    (["model.att_context_size=[[140,13]]", "model.att_context_probs=null"],
-     r"\[\[140,13\]\] never trained by .*demo_base.nemo \(trained: \[\[70,13\],\[70,6\],\[70,1\],\[70,0\]\]\).*"
-     r"model.allow_new_lookaheads=true"),
-    (["trainer.precision=16-mixed"], "float16 mixed precision needs a GPU; on CPU use 32-true"),
-    (["trainer.precision=fp8"], "trainer.precision=fp8: not a Lightning precision"),
-    (["trainer.devices=0"], r"trainer.devices=0: give a number of devices >= 1 \(or auto\)"),
-    (["trainer.num_nodes=2"], "no cluster launcher here"),
-    (["data.train_ds.use_bucketing=false"], "NeMo turns bucketing back on while data.train_ds.bucket_duration_bins is set"),
-    (["logger=none"], r"callbacks.lr_monitor \(Lightning's LearningRateMonitor\) needs a logger"),
-    (["model.init_from=nvidia/nemotron-typo"], "model.init_from=nvidia/nemotron-typo: not a file, and no network to "
-                                               "fetch a pretrained model from here: download the .nemo"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.att_context_probs=[0.5,0.5]"], "2 weights for 4 lookaheads"),
+        (["model.att_context_probs=[0.5,0.5,0.5,-0.5]"], "each must be >= 0"),
+        (["model.att_context_probs=[0.4,0.3,0.2,0.2]"], "sum to 1.1, not 1"),
+        (
+            ["model.att_context_size=[[70,13],[70,5]]"],
+            r"\[70,5\]: chunked_limited attention needs left divisible by right "
+            r"\+ 1 = 6: use \[66,5\] or \[72,5\]",
+        ),
+        (
+            ["model.att_context_size=[[70,13]]", "model.att_context_probs=null", "model.init_from=/nowhere/model.nemo"],
+            "model.init_from=/nowhere/model.nemo: no such file",
+        ),
+        (
+            ["data.blend_dir=/nowhere"],
+            "data.train_ds.input_cfg=/nowhere/input_cfg.yaml: not found: make it with python -m data_prep",
+        ),
+        (["trainer.max_steps=-1"], "trainer.max_steps=-1: must be an integer > 0"),
+        (
+            ["data.train_ds.batch_duration=-5"],
+            "data.train_ds.batch_duration=-5: seconds of audio per batch, must be > 0",
+        ),
+        (["model.optim.lr=0"], r"model.optim.lr=0: must be a number in \(0, 1\]"),
+        (["model.optim.lr=3"], r"model.optim.lr=3: must be a number in \(0, 1\]"),
+        (
+            ["model.att_context_size=[[140,13]]", "model.att_context_probs=null"],
+            r"\[\[140,13\]\] never trained by .*demo_base.nemo \(trained: \[\[70,13\],\[70,6\],\[70,1\],\[70,0\]\]\).*"
+            r"model.allow_new_lookaheads=true",
+        ),
+        (["trainer.precision=16-mixed"], "float16 mixed precision needs a GPU; on CPU use 32-true"),
+        (["trainer.precision=fp8"], "trainer.precision=fp8: not a Lightning precision"),
+        (["trainer.devices=0"], r"trainer.devices=0: give a number of devices >= 1 \(or auto\)"),
+        (["trainer.num_nodes=2"], "no cluster launcher here"),
+        (
+            ["data.train_ds.use_bucketing=false"],
+            "NeMo turns bucketing back on while data.train_ds.bucket_duration_bins is set",
+        ),
+        (["logger=none"], r"callbacks.lr_monitor \(Lightning's LearningRateMonitor\) needs a logger"),
+        (
+            ["model.init_from=nvidia/nemotron-typo"],
+            "model.init_from=nvidia/nemotron-typo: not a file, and no network to "
+            "fetch a pretrained model from here: download the .nemo",
+        ),
+    ],
+)
 def test_each_config_mistake_is_one_line_naming_key_value_and_fix(demo_workdir, monkeypatch, overrides, message):
     for name in ("SLURM_NNODES", "WORLD_SIZE"):  # num_nodes: as on a login node, no launcher
         monkeypatch.delenv(name, raising=False)
@@ -83,14 +110,22 @@ def test_each_config_mistake_is_one_line_naming_key_value_and_fix(demo_workdir, 
 def test_gpu_trainer_without_a_gpu(demo_workdir):
     assert finetune_problems(demo_workdir, "trainer=gpu") == [
         "trainer.accelerator=gpu: no CUDA GPU is visible here (torch.cuda.is_available() is False): use trainer=cpu, "
-        "or run on a GPU node"]
+        "or run on a GPU node"
+    ]
 
 
 def test_good_configs_pass_and_probabilities_get_a_float_tolerance(demo_workdir):
     assert finetune_problems(demo_workdir) == []
     assert finetune_problems(demo_workdir, "model.att_context_probs=[0.4,0.2,0.2,0.2]") == []  # sums to 1 + 2e-16
-    assert finetune_problems(demo_workdir, "model.att_context_size=[[140,13]]", "model.att_context_probs=null",
-                             "model.allow_new_lookaheads=true") == []
+    assert (
+        finetune_problems(
+            demo_workdir,
+            "model.att_context_size=[[140,13]]",
+            "model.att_context_probs=null",
+            "model.allow_new_lookaheads=true",
+        )
+        == []
+    )
 
 
 def test_init_checkpoints_that_cannot_stream_or_do_not_hold_together(demo_workdir, tmp_path):
@@ -101,7 +136,10 @@ def test_init_checkpoints_that_cannot_stream_or_do_not_hold_together(demo_workdi
         cfg["decoder"]["vocab_size"] = cfg["joint"]["num_classes"] = 100
 
     (problem,) = finetune_problems(demo_workdir, f"model.init_from={nemo_with(tmp_path / 'offline.nemo', offline)}")
-    assert "is not a cache-aware streaming model (encoder.att_context_style=regular, encoder.conv_context_size=None)" in problem
+    assert (
+        "is not a cache-aware streaming model (encoder.att_context_style=regular, encoder.conv_context_size=None)"
+        in problem
+    )
     assert problem.endswith("start from a streaming checkpoint such as nvidia/nemotron-speech-streaming-en-0.6b")
     (problem,) = finetune_problems(demo_workdir, f"model.init_from={nemo_with(tmp_path / 'vocab.nemo', vocab)}")
     assert "its tokenizer has 128 pieces but its decoder.vocab_size is 100, joint.num_classes is 100" in problem
@@ -124,16 +162,20 @@ def test_truncated_or_corrupt_files_are_named_with_the_key_the_user_typed(demo_w
     bad = truncated(good, run_dir / "checkpoints" / "last.ckpt")
     (problem,) = finetune_problems(demo_workdir, f"ckpt_path={bad}")
     assert problem.startswith(f"ckpt_path={bad}: not a readable checkpoint")
-    assert export_checkpoint(run_dir, "good") == good
+    assert resolve_checkpoint(run_dir, "good") == good
     with pytest.raises(UsageError, match=f"^checkpoint={bad}: not a readable checkpoint"):
-        export_checkpoint(run_dir, "last")
+        resolve_checkpoint(run_dir, "last")
     with pytest.raises(UsageError, match=r"^checkpoint=step9: not found as a path or in .*run/checkpoints"):
-        export_checkpoint(run_dir, "step9")
+        resolve_checkpoint(run_dir, "step9")
 
     dev = demo_workdir / "data/prepared/demo_target/dev/cuts.jsonl.gz"
     evaluate = OmegaConf.merge(OmegaConf.load(EVALUATE_CONFIG), {"model": "x.nemo", "data": str(dev)})
-    for model, message in ((cut, "truncated"), (tmp_path / "gone.nemo", "no such file"),
-                           (bad, "not a readable checkpoint"), (tmp_path / "run2/checkpoints/a.ckpt", "no such file")):
+    for model, message in (
+        (cut, "truncated"),
+        (tmp_path / "gone.nemo", "no such file"),
+        (bad, "not a readable checkpoint"),
+        (tmp_path / "run2/checkpoints/a.ckpt", "no such file"),
+    ):
         evaluate.model = str(model)
         with pytest.raises(UsageError, match=f"^model={model}: .*{message}"):
             check_evaluate(evaluate)
@@ -151,8 +193,10 @@ def test_data_that_is_empty_is_refused(demo_workdir, tmp_path):
     empty = tmp_path / "cuts.jsonl.gz"
     empty.write_bytes(gzip.compress(b""))  # what data_prep writes for a split where nothing was kept
     (problem,) = finetune_problems(demo_workdir, f"data.dev_sets.target_dev={empty}")
-    assert problem == f"data.dev_sets.target_dev={empty}: the file is empty: make it with python -m data_prep " \
-                      f"corpus=<name> and python -m data_prep.blend blend=<name>"
+    assert (
+        problem == f"data.dev_sets.target_dev={empty}: the file is empty: make it with python -m data_prep "
+        f"corpus=<name> and python -m data_prep.blend blend=<name>"
+    )
 
 
 def test_memory_preflight_suggests_the_batch_duration_that_fits():
@@ -163,22 +207,43 @@ def test_memory_preflight_suggests_the_batch_duration_that_fits():
 
 
 def run_cli(module: str, args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=CLI_TIMEOUT, env={**os.environ, "PYTHONPATH": str(REPO), **env})
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["trainer.max_step=10"], "trainer.max_step: Key 'max_step' is not in struct in the composed config: check the "
-                              "spelling against conf/"),
-    (["experiment=demo_typo"], "experiment=demo_typo: no such option in conf/experiment/ (available: demo_finetune, "
-                               "demo_pretrain)"),
-    (["model.att_context_size=[[70,13]"], "model.att_context_size=[[70,13]: not a valid override"),
-    (["data.train_ds.batch_duration=-5"], "data.train_ds.batch_duration=-5: seconds of audio per batch, must be > 0"),
-    (["model.init_from=nvidia/nemotron-typo"], "download the .nemo where there is network and pass its path"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["trainer.max_step=10"],
+            "trainer.max_step: Key 'max_step' is not in struct in the composed config: check the "
+            "spelling against conf/",
+        ),
+        (
+            ["experiment=demo_typo"],
+            "experiment=demo_typo: no such option in conf/experiment/ (available: demo_finetune, demo_pretrain)",
+        ),
+        (["model.att_context_size=[[70,13]"], "model.att_context_size=[[70,13]: not a valid override"),
+        (
+            ["data.train_ds.batch_duration=-5"],
+            "data.train_ds.batch_duration=-5: seconds of audio per batch, must be > 0",
+        ),
+        (["model.init_from=nvidia/nemotron-typo"], "download the .nemo where there is network and pass its path"),
+    ],
+)
 def test_command_line_mistakes_are_one_line_on_stderr_and_exit_2(demo_workdir, args, message):
-    done = run_cli("recipes.finetune", ["experiment=demo_finetune", "run_name=checks_cli",
-                                        f"model.init_from={BASE_MODEL}", *args], demo_workdir, HF_HUB_OFFLINE="1")
+    done = run_cli(
+        "recipes.finetune",
+        ["experiment=demo_finetune", "run_name=checks_cli", f"model.init_from={BASE_MODEL}", *args],
+        demo_workdir,
+        HF_HUB_OFFLINE="1",
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines() == [done.stderr.strip()] and done.stderr.startswith("recipes.finetune: error: ")
     assert message in done.stderr
@@ -191,30 +256,45 @@ def test_a_required_value_read_by_the_recipe_is_one_line_too(demo_workdir):
 
 
 def test_validate_only_checks_and_exits_0_and_evaluate_names_its_own_key(demo_workdir, tmp_path):
-    done = run_cli("recipes.finetune", ["experiment=demo_finetune", "run_name=checks_cli",
-                                        f"model.init_from={BASE_MODEL}", "validate_only=true"], demo_workdir)
+    done = run_cli(
+        "recipes.finetune",
+        ["experiment=demo_finetune", "run_name=checks_cli", f"model.init_from={BASE_MODEL}", "validate_only=true"],
+        demo_workdir,
+    )
     assert done.returncode == 0, done.stderr
     assert "configuration OK" in done.stdout and not (demo_workdir / "exp/checks_cli/run_config.yaml").exists()
     cut = truncated(BASE_MODEL, tmp_path / "cut.nemo")
-    done = run_cli("recipes.evaluate", [f"model={cut}", "data=data/prepared/demo_target/dev/cuts.jsonl.gz"],
-                   demo_workdir)
+    done = run_cli(
+        "recipes.evaluate", [f"model={cut}", "data=data/prepared/demo_target/dev/cuts.jsonl.gz"], demo_workdir
+    )
     assert done.returncode == 2
-    assert done.stderr == f"recipes.evaluate: error: model={cut}: not a readable .nemo archive (unexpected end of " \
-                          f"data): the file is truncated or corrupt; copy or download it again\n"
+    assert (
+        done.stderr == f"recipes.evaluate: error: model={cut}: not a readable .nemo archive (unexpected end of "
+        f"data): the file is truncated or corrupt; copy or download it again\n"
+    )
 
 
 def test_memory_preflight_stops_a_batch_over_the_limit_before_the_first_step(demo_workdir):
     """A real pre-flight on CPU against a real (small) limit: forward + backward ran, the process's peak RSS is
     above the limit, so training stops with exit code 2 before step 1 and says what to change."""
-    done = run_cli("recipes.finetune", ["experiment=demo_finetune", "run_name=checks_preflight", "logger=none",
-                                        "~callbacks.lr_monitor",
-                                        f"model.init_from={BASE_MODEL}", "callbacks.preflight.max_memory_gb=0.05"],
-                   demo_workdir)
+    done = run_cli(
+        "recipes.finetune",
+        [
+            "experiment=demo_finetune",
+            "run_name=checks_preflight",
+            "logger=none",
+            "~callbacks.lr_monitor",
+            f"model.init_from={BASE_MODEL}",
+            "callbacks.preflight.max_memory_gb=0.05",
+        ],
+        demo_workdir,
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("recipes.finetune: error: data.train_ds.max_duration=20: the largest batch (1 x 20 s) "
-                           "needs "), last
+    assert last.startswith(
+        "recipes.finetune: error: data.train_ds.max_duration=20: the largest batch (1 x 20 s) needs "
+    ), last
     assert "above the 0.05 GiB of callbacks.preflight.max_memory_gb" in last
     assert last.endswith("lower data.train_ds.max_duration (data_prep filters.max_duration) or use a larger device")
     assert not list((demo_workdir / "exp/checks_preflight").glob("checkpoints/*.ckpt"))
@@ -223,16 +303,30 @@ def test_memory_preflight_stops_a_batch_over_the_limit_before_the_first_step(dem
 def test_memory_preflight_leaves_training_bit_identical(demo_workdir, monkeypatch):
     """The pre-flight's forward and backward change nothing training sees: same weights after two steps with it
     on and off (RNG streams, batch-norm statistics and gradients are put back; no optimizer step)."""
-    from recipes.training import train
+    from recipes.finetune.train import train
 
     monkeypatch.chdir(demo_workdir)
     weights = {}
     for enabled in (True, False):
-        cfg = compose_config(CONF, "finetune", [
-            "experiment=demo_finetune", f"run_name=preflight_{enabled}", "resume=false", f"model.init_from={BASE_MODEL}",
-            "logger=none", "~callbacks.lr_monitor", "~callbacks.checkpoint", "+trainer.enable_checkpointing=false",
-            "trainer.max_steps=2", "trainer.limit_train_batches=2", "+trainer.limit_val_batches=0",
-            "data.train_ds.batch_duration=12", f"callbacks.preflight.enabled={str(enabled).lower()}"])
+        cfg = compose_config(
+            CONF,
+            "finetune",
+            [
+                "experiment=demo_finetune",
+                f"run_name=preflight_{enabled}",
+                "resume=false",
+                f"model.init_from={BASE_MODEL}",
+                "logger=none",
+                "~callbacks.lr_monitor",
+                "~callbacks.checkpoint",
+                "+trainer.enable_checkpointing=false",
+                "trainer.max_steps=2",
+                "trainer.limit_train_batches=2",
+                "+trainer.limit_val_batches=0",
+                "data.train_ds.batch_duration=12",
+                f"callbacks.preflight.enabled={str(enabled).lower()}",
+            ],
+        )
         weights[enabled] = train(cfg).lightning_module.state_dict()
     assert weights[True].keys() == weights[False].keys()
     assert all(torch.equal(weights[True][k], weights[False][k]) for k in weights[True])

@@ -1,20 +1,14 @@
 """Config composition and the full-size architecture (config mistakes: tests/test_config_checks.py)."""
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from recipes import register_resolvers
-from recipes.model import normalised_probs
-
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+from recipes.config import CONF, compose_config
+from recipes.finetune.model import normalised_probs
 
 
 def compose_finetune(overrides=()):
-    register_resolvers()
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("finetune", overrides=list(overrides))
+    return compose_config(CONF, "finetune", overrides)
 
 
 @pytest.mark.parametrize("experiment", ["demo_pretrain", "demo_finetune"])
@@ -41,8 +35,9 @@ def test_full_size_config_is_the_0_6b_model_with_its_streaming_caches():
 
     cfg = compose_finetune(["model=nemotron_streaming_0.6b"])
     arch = OmegaConf.to_container(cfg.model.architecture, resolve=True)
-    arch["joint"]["jointnet"].update(encoder_hidden=arch["model_defaults"]["enc_hidden"],
-                                     pred_hidden=arch["model_defaults"]["pred_hidden"])
+    arch["joint"]["jointnet"].update(
+        encoder_hidden=arch["model_defaults"]["enc_hidden"], pred_hidden=arch["model_defaults"]["pred_hidden"]
+    )
     modules = {name: EncDecRNNTBPEModel.from_config_dict(arch[name]) for name in ("encoder", "decoder", "joint")}
     params = sum(p.numel() for m in modules.values() for p in m.parameters())
     assert 0.95 * 600e6 <= params <= 1.05 * 600e6, params
@@ -51,4 +46,4 @@ def test_full_size_config_is_the_0_6b_model_with_its_streaming_caches():
     encoder.setup_streaming_params()
     cache_channel, cache_time, _ = encoder.get_initial_cache_state(batch_size=1)
     assert tuple(cache_channel.shape) == (24, 1, 70, 1024)  # attention cache: 70 frames x d_model per layer
-    assert tuple(cache_time.shape) == (24, 1, 1024, 8)      # causal conv cache: kernel 9 - 1
+    assert tuple(cache_time.shape) == (24, 1, 1024, 8)  # causal conv cache: kernel 9 - 1

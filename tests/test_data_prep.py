@@ -1,4 +1,5 @@
 """Data preparation: input forms, every rejection reason, resume, duration bins, clean stops."""
+
 from __future__ import annotations
 
 import gzip
@@ -17,12 +18,10 @@ from omegaconf import OmegaConf
 from data_prep.bins import read_bins
 from data_prep.errors import REASONS, DataPrepError
 from data_prep.prepare import prepare_corpus
-from data_prep.settings import compose
 from data_prep.text import TextPolicy, normalise
 from data_prep.tokenizer import load_sentencepiece, train_sentencepiece
 from data_prep.train_tokenizer import train_domain_tokenizer
-
-REPO = Path(__file__).resolve().parents[1]
+from recipes.config import CONF, REPO, compose_config
 
 # ---------------------------------------------------------------------------------------------- helpers
 
@@ -50,7 +49,9 @@ def write_lines(path: Path, rows: list, gz: bool = False) -> Path:
 
 def make_cfg(tmp_path: Path, splits: dict, *overrides: str, name: str = "c"):
     """The real prepare config (corpus=demo_general's policy: lower_strip), pointed at test inputs."""
-    cfg = compose(
+    cfg = compose_config(
+        CONF / "data_prep",
+        "prepare",
         [
             "corpus=demo_general",
             f"corpus.name={name}",
@@ -58,7 +59,7 @@ def make_cfg(tmp_path: Path, splits: dict, *overrides: str, name: str = "c"):
             "progress=false",
             "num_workers=1",
             *overrides,
-        ]
+        ],
     )
     OmegaConf.update(cfg, "corpus.splits", splits, merge=False)
     return cfg
@@ -105,10 +106,28 @@ def test_text_policies():
 
 def _nemo_rows(audio_prefix: str) -> list[dict]:
     return [
-        {"audio_filepath": f"{audio_prefix}long.flac", "offset": 0.0, "duration": 2.0, "text": "Hello there, General Kenobi!",
-         "source_lang": "en", "target_lang": "en", "pnc": "yes", "itn": "no", "answer": "Hello there.",
-         "timestamp": False, "diarize": False, "decodercontext": "", "emotion": "neutral", "my_field": 7},
-        {"audio_filepath": f"{audio_prefix}long.flac", "offset": 2.5, "duration": 2.0, "text": "second part of the call"},
+        {
+            "audio_filepath": f"{audio_prefix}long.flac",
+            "offset": 0.0,
+            "duration": 2.0,
+            "text": "Hello there, General Kenobi!",
+            "source_lang": "en",
+            "target_lang": "en",
+            "pnc": "yes",
+            "itn": "no",
+            "answer": "Hello there.",
+            "timestamp": False,
+            "diarize": False,
+            "decodercontext": "",
+            "emotion": "neutral",
+            "my_field": 7,
+        },
+        {
+            "audio_filepath": f"{audio_prefix}long.flac",
+            "offset": 2.5,
+            "duration": 2.0,
+            "text": "second part of the call",
+        },
     ]
 
 
@@ -128,8 +147,14 @@ def _input(kind: str, root: Path) -> tuple[dict, list[str]]:
     ]
     if kind == "lhotse_cuts":
         cuts = CutSet.from_cuts(
-            MonoCut(s.id, s.start, s.duration, 0, recording=rec, supervisions=[SupervisionSegment(
-                s.id, "long", 0.0, s.duration, channel=0, text=s.text, language="en")])
+            MonoCut(
+                s.id,
+                s.start,
+                s.duration,
+                0,
+                recording=rec,
+                supervisions=[SupervisionSegment(s.id, "long", 0.0, s.duration, channel=0, text=s.text, language="en")],
+            )
             for s in sups
         )
         cuts.to_file(root / "cuts.jsonl.gz")
@@ -167,9 +192,18 @@ def test_each_input_form(tmp_path, kind):
         # several segments of one long file: one Recording, many cuts, Granary fields kept as custom
         assert len({c.recording.id for c in cuts}) == 1
         first = next(c for c in cuts if c.start == 0.0)
-        assert first.custom == {"source_lang": "en", "target_lang": "en", "pnc": "yes", "itn": "no",
-                                "answer": "Hello there.", "timestamp": False, "diarize": False,
-                                "decodercontext": "", "emotion": "neutral", "my_field": 7}
+        assert first.custom == {
+            "source_lang": "en",
+            "target_lang": "en",
+            "pnc": "yes",
+            "itn": "no",
+            "answer": "Hello there.",
+            "timestamp": False,
+            "diarize": False,
+            "decodercontext": "",
+            "emotion": "neutral",
+            "my_field": 7,
+        }
         assert next(c for c in shar if c.id == first.id).custom["emotion"] == "neutral"
 
 
@@ -192,9 +226,23 @@ def test_every_bad_row_is_rejected_with_its_reason(tmp_path, tokenizer_dir):
     assert len(sp.encode("zq xj vk wp qz")) > 6  # more tokens than the 6 encoder frames of 0.5 s
 
     rows = [
-        {"audio_filepath": "audio/long.flac", "offset": 0.0, "duration": 3.0, "text": "Hello there, general Kenobi."},  # 1 kept
-        {"audio_filepath": "audio/long.flac", "offset": 3.0, "duration": 3.0, "text": "second part of the call"},  # 2 kept
-        {"audio_filepath": "audio/stereo44.wav", "duration": 2.0, "text": "a stereo recording"},  # 3 kept: 44.1 kHz stereo
+        {
+            "audio_filepath": "audio/long.flac",
+            "offset": 0.0,
+            "duration": 3.0,
+            "text": "Hello there, general Kenobi.",
+        },  # 1 kept
+        {
+            "audio_filepath": "audio/long.flac",
+            "offset": 3.0,
+            "duration": 3.0,
+            "text": "second part of the call",
+        },  # 2 kept
+        {
+            "audio_filepath": "audio/stereo44.wav",
+            "duration": 2.0,
+            "text": "a stereo recording",
+        },  # 3 kept: 44.1 kHz stereo
         '{"audio_filepath": "audio/ok.wav", "text": ',  # 4 bad_json
         b'{"audio_filepath": "audio/ok.wav", "duration": 2.0, "text": "caf\xe9"}',  # 5 bad_encoding
         {"audio_filepath": "audio/nope.wav", "duration": 2.0, "text": "missing file"},  # 6 audio_missing
@@ -205,46 +253,96 @@ def test_every_bad_row_is_rejected_with_its_reason(tmp_path, tokenizer_dir):
         {"audio_filepath": "audio/long.flac", "offset": 8.5, "duration": 3.0, "text": "runs past the end"},  # 11
         {"audio_filepath": "audio/ok.wav", "duration": 2.0, "text": " ?! "},  # 12 empty_text after normalisation
         {"audio_filepath": "audio/ok.wav", "duration": 7.0, "text": "far from the header"},  # 13 duration_mismatch
-        {"audio_filepath": "audio/ok.wav", "offset": 0.0, "duration": 2.0, "text": "日本語のテキスト"},  # 14 too_many_unk
+        {
+            "audio_filepath": "audio/ok.wav",
+            "offset": 0.0,
+            "duration": 2.0,
+            "text": "日本語のテキスト",
+        },  # 14 too_many_unk
         {"audio_filepath": "audio/short.wav", "duration": 0.5, "text": "zq xj vk wp qz"},  # 15 rnnt_infeasible
-        {"audio_filepath": "audio/ok.wav", "offset": 0.0, "duration": 1.0,
-         "text": "the quick brown fox jumps over the lazy dog"},  # 16 chars_per_second_high
+        {
+            "audio_filepath": "audio/ok.wav",
+            "offset": 0.0,
+            "duration": 1.0,
+            "text": "the quick brown fox jumps over the lazy dog",
+        },  # 16 chars_per_second_high
         {"audio_filepath": "audio/long.flac", "offset": 6.0, "duration": 3.5, "text": "a"},  # 17 chars_per_second_low
         {"audio_filepath": "audio/tiny.wav", "duration": 0.1, "text": "hi"},  # 18 too_short
-        {"audio_filepath": "audio/long.flac", "offset": 0.0, "duration": 9.5,
-         "text": "this segment is longer than the configured maximum"},  # 19 too_long
-        {"audio_filepath": "audio/ok.wav", "offset": 0.5, "duration": 1.5, "text": "bonjour", "source_lang": "fr"},  # 20
-        {"audio_filepath": "audio/long.flac", "offset": 0.0, "duration": 3.0, "text": "Hello there, general Kenobi."},  # 21
+        {
+            "audio_filepath": "audio/long.flac",
+            "offset": 0.0,
+            "duration": 9.5,
+            "text": "this segment is longer than the configured maximum",
+        },  # 19 too_long
+        {
+            "audio_filepath": "audio/ok.wav",
+            "offset": 0.5,
+            "duration": 1.5,
+            "text": "bonjour",
+            "source_lang": "fr",
+        },  # 20
+        {
+            "audio_filepath": "audio/long.flac",
+            "offset": 0.0,
+            "duration": 3.0,
+            "text": "Hello there, general Kenobi.",
+        },  # 21
         {"text": "no audio path"},  # 22 bad_field
         "",  # blank lines are not rows
         {"audio_filepath": "audio/ok.wav", "duration": 2.0, "text": "whole file is fine"},  # 24 kept
     ]
     expected = {
-        4: "bad_json", 5: "bad_encoding", 6: "audio_missing", 7: "audio_undecodable", 8: "audio_unreadable",
-        9: "audio_empty", 10: "offset_out_of_range", 11: "segment_past_end", 12: "empty_text",
-        13: "duration_mismatch", 14: "too_many_unk", 15: "rnnt_infeasible", 16: "chars_per_second_high",
-        17: "chars_per_second_low", 18: "too_short", 19: "too_long", 20: "language_mismatch", 21: "duplicate",
+        4: "bad_json",
+        5: "bad_encoding",
+        6: "audio_missing",
+        7: "audio_undecodable",
+        8: "audio_unreadable",
+        9: "audio_empty",
+        10: "offset_out_of_range",
+        11: "segment_past_end",
+        12: "empty_text",
+        13: "duration_mismatch",
+        14: "too_many_unk",
+        15: "rnnt_infeasible",
+        16: "chars_per_second_high",
+        17: "chars_per_second_low",
+        18: "too_short",
+        19: "too_long",
+        20: "language_mismatch",
+        21: "duplicate",
         22: "bad_field",
     }
     assert set(expected.values()) == set(REASONS), "every rejection reason has a row here"
     manifest = write_lines(tmp_path / "train.jsonl", rows)
 
     # several shards on two workers: the pool path is the one exercised here
-    cfg = make_cfg(tmp_path, {"train": [str(manifest)]}, f"tokenizer={tokenizer_dir}", "filters.feasibility=ctc",
-                   "filters.max_duration=9.0",
-                   "shar.shard_size=5", "num_workers=2")
+    cfg = make_cfg(
+        tmp_path,
+        {"train": [str(manifest)]},
+        f"tokenizer={tokenizer_dir}",
+        "filters.feasibility=ctc",
+        "filters.max_duration=9.0",
+        "shar.shard_size=5",
+        "num_workers=2",
+    )
     summary = prepare_corpus(cfg)["splits"]["train"]
 
     rejects = read_rejects(split_out(tmp_path) / "rejects.jsonl")
     assert {r["line"]: r["reason"] for r in rejects} == expected
     assert all(r["source"] == str(manifest) and r["detail"] is not None for r in rejects)
     assert summary["rows"] == {"in": 23, "kept": 4, "rejected": 19}
-    assert summary["rows"]["in"] == summary["rows"]["kept"] + sum(v["rows"] for v in summary["rejected_by_reason"].values())
+    assert summary["rows"]["in"] == summary["rows"]["kept"] + sum(
+        v["rows"] for v in summary["rejected_by_reason"].values()
+    )
     assert summary["tokenizer_unk"]["unk_characters"] > 0
 
     cuts = CutSet.from_file(split_out(tmp_path) / "cuts.jsonl.gz").to_eager()
     assert sorted(c.supervisions[0].text for c in cuts) == [
-        "a stereo recording", "hello there general kenobi", "second part of the call", "whole file is fine"]
+        "a stereo recording",
+        "hello there general kenobi",
+        "second part of the call",
+        "whole file is fine",
+    ]
     shar = {c.supervisions[0].text: c for c in CutSet.from_shar(in_dir=split_out(tmp_path) / "shar")}
     stereo = shar["a stereo recording"]
     assert stereo.sampling_rate == 16000 and stereo.load_audio().shape == (1, 32000)  # resampled, down-mixed
@@ -255,7 +353,7 @@ def test_every_bad_row_is_rejected_with_its_reason(tmp_path, tokenizer_dir):
 def test_feasibility_rule_follows_the_reference_model(tmp_path, tokenizer_dir):
     """frames >= tokens only for a model with a CTC head; an RNNT-only model may emit up to max_symbols tokens
     per frame; summary.json says which rule ran."""
-    from tests.conftest import BASE_MODEL, nemo_with
+    from tests.support.models import BASE_MODEL, nemo_with
 
     def rnnt_only(cfg):
         cfg.pop("aux_ctc")
@@ -264,7 +362,9 @@ def test_feasibility_rule_follows_the_reference_model(tmp_path, tokenizer_dir):
     tone(tmp_path / "audio" / "short.wav", 0.5)
     dense = "zq xj vk wp qz"  # 0.5 s = 6 encoder frames, more tokens than that, 28 chars/s
     assert 6 < len(load_sentencepiece(BASE_MODEL).encode(dense)) <= 10 * 6
-    manifest = write_lines(tmp_path / "train.jsonl", [{"audio_filepath": "audio/short.wav", "duration": 0.5, "text": dense}])
+    manifest = write_lines(
+        tmp_path / "train.jsonl", [{"audio_filepath": "audio/short.wav", "duration": 0.5, "text": dense}]
+    )
     rnnt = nemo_with(tmp_path / "rnnt.nemo", rnnt_only)
 
     def run(*overrides):
@@ -275,8 +375,12 @@ def test_feasibility_rule_follows_the_reference_model(tmp_path, tokenizer_dir):
     kept, rule = run(f"tokenizer={BASE_MODEL}")  # the demo base model: RNNT + auxiliary CTC head
     assert kept == 0 and rule["rule"] == "ctc" and "EncDecHybridRNNTCTCBPEModel) has a CTC head" in rule["why"]
     kept, rule = run(f"tokenizer={rnnt}")
-    assert kept == 1 and rule == {"rule": "rnnt", "max_symbols": 10, "why": "rnnt.nemo (EncDecRNNTBPEModel) has no "
-                                  "CTC head", "encoder_frame_s": 0.08}
+    assert kept == 1 and rule == {
+        "rule": "rnnt",
+        "max_symbols": 10,
+        "why": "rnnt.nemo (EncDecRNNTBPEModel) has no CTC head",
+        "encoder_frame_s": 0.08,
+    }
     kept, rule = run(f"tokenizer={rnnt}", "filters.max_symbols=1")
     assert kept == 0 and rule["max_symbols"] == 1
     assert "tokens > 1 x 6 encoder frames" in read_rejects(split_out(tmp_path) / "rejects.jsonl")[0]["detail"]
@@ -284,8 +388,9 @@ def test_feasibility_rule_follows_the_reference_model(tmp_path, tokenizer_dir):
     with pytest.raises(DataPrepError, match="filters.feasibility=auto reads the model's heads from tokenizer=<.nemo>"):
         prepare_corpus(make_cfg(tmp_path, {"train": [str(manifest)]}, f"tokenizer={tokenizer_dir}"))
     with pytest.raises(DataPrepError, match="filters.max_symbols=None: the rnnt rule needs"):
-        prepare_corpus(make_cfg(tmp_path, {"train": [str(manifest)]}, f"tokenizer={tokenizer_dir}",
-                                "filters.feasibility=rnnt"))
+        prepare_corpus(
+            make_cfg(tmp_path, {"train": [str(manifest)]}, f"tokenizer={tokenizer_dir}", "filters.feasibility=rnnt")
+        )
 
 
 def test_split_with_nothing_kept_still_finishes(tmp_path):
@@ -301,8 +406,10 @@ def test_split_with_nothing_kept_still_finishes(tmp_path):
 
 def test_rerun_reuses_finished_shards(tmp_path):
     tone(tmp_path / "audio" / "long.flac", 12.0)
-    rows = [{"audio_filepath": "audio/long.flac", "offset": float(i), "duration": 1.0, "text": f"segment number {i}"}
-            for i in range(6)]
+    rows = [
+        {"audio_filepath": "audio/long.flac", "offset": float(i), "duration": 1.0, "text": f"segment number {i}"}
+        for i in range(6)
+    ]
     manifest = write_lines(tmp_path / "train.jsonl", rows)
     cfg = make_cfg(tmp_path, {"train": [str(manifest)]}, "shar.shard_size=2")
     shar_dir = split_out(tmp_path) / "shar"
@@ -323,7 +430,9 @@ def test_rerun_reuses_finished_shards(tmp_path):
     assert prepare_corpus(cfg)["splits"]["train"]["shards"] == {"total": 3, "reused": 2, "written": 1}
 
     # new rows at the end only add shards
-    write_lines(manifest, rows + [{"audio_filepath": "audio/long.flac", "offset": 7.0, "duration": 1.0, "text": "one more"}])
+    write_lines(
+        manifest, rows + [{"audio_filepath": "audio/long.flac", "offset": 7.0, "duration": 1.0, "text": "one more"}]
+    )
     third = prepare_corpus(cfg)["splits"]["train"]
     assert third["shards"] == {"total": 4, "reused": 3, "written": 1}
     assert third["rows"]["kept"] == 7
@@ -337,8 +446,10 @@ def test_rerun_reuses_finished_shards(tmp_path):
 def test_parts_then_merge_equal_one_run(tmp_path):
     """What a job array does (slurm/): each part writes its range of shards, a last run merges them."""
     tone(tmp_path / "audio" / "long.flac", 12.0)
-    rows = [{"audio_filepath": "audio/long.flac", "offset": float(i), "duration": 1.0, "text": f"segment number {i}"}
-            for i in range(5)] + [{"audio_filepath": "audio/missing.flac", "duration": 1.0, "text": "no audio"}]
+    rows = [
+        {"audio_filepath": "audio/long.flac", "offset": float(i), "duration": 1.0, "text": f"segment number {i}"}
+        for i in range(5)
+    ] + [{"audio_filepath": "audio/missing.flac", "duration": 1.0, "text": "no audio"}]
     manifest = write_lines(tmp_path / "train.jsonl", rows)
     outputs = {}
     for name, parts in (("one", [None]), ("parts", [0, 1, 2, None])):
@@ -358,8 +469,9 @@ def test_parts_then_merge_equal_one_run(tmp_path):
 
 def test_part_index_outside_count_is_one_line(tmp_path):
     with pytest.raises(DataPrepError, match="part.index must be an integer from 0 to part.count - 1 = 1"):
-        prepare_corpus(make_cfg(tmp_path, {"train": [str(write_lines(tmp_path / "t.jsonl", []))]},
-                                "part.index=2", "part.count=2"))
+        prepare_corpus(
+            make_cfg(tmp_path, {"train": [str(write_lines(tmp_path / "t.jsonl", []))]}, "part.index=2", "part.count=2")
+        )
 
 
 # ------------------------------------------------------------------------------------------ duration bins
@@ -418,26 +530,43 @@ def test_config_errors_stop_with_one_message(tmp_path, override, message):
 
 def test_command_line_error_is_one_line_without_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "data_prep", "corpus=demo_general", f"out_root={tmp_path / 'out'}",
-         f"corpus.splits.train=[{tmp_path / 'missing.jsonl'}]"],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, "HYDRA_FULL_ERROR": "0"}, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "data_prep",
+            "corpus=demo_general",
+            f"out_root={tmp_path / 'out'}",
+            f"corpus.splits.train=[{tmp_path / 'missing.jsonl'}]",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "error" in line]
-    assert errors == [f"data_prep: error: input manifest (corpus.splits.train[0]) not found: {tmp_path / 'missing.jsonl'}"]
+    assert errors == [
+        f"data_prep: error: input manifest (corpus.splits.train[0]) not found: {tmp_path / 'missing.jsonl'}"
+    ]
 
 
 # ---------------------------------------------------------------------------------------- tokenizer tool
 
 
 def test_train_domain_tokenizer_warns(tmp_path, caplog):
-    rows = [{"audio_filepath": "audio/long.flac", "offset": float(i), "duration": 1.0, "text": f"domain words {i}"}
-            for i in range(5)]
+    rows = [
+        {"audio_filepath": "audio/long.flac", "offset": float(i), "duration": 1.0, "text": f"domain words {i}"}
+        for i in range(5)
+    ]
     tone(tmp_path / "audio" / "long.flac", 6.0)
     prepare_corpus(make_cfg(tmp_path, {"train": [str(write_lines(tmp_path / "train.jsonl", rows))]}))
-    cfg = compose([f"cuts=[{split_out(tmp_path) / 'cuts.jsonl.gz'}]", f"out_dir={tmp_path / 'tok'}", "vocab_size=20"],
-                  config_name="tokenizer")
+    cfg = compose_config(
+        CONF / "data_prep",
+        "tokenizer",
+        [f"cuts=[{split_out(tmp_path) / 'cuts.jsonl.gz'}]", f"out_dir={tmp_path / 'tok'}", "vocab_size=20"],
+    )
     with caplog.at_level("WARNING"):
         train_domain_tokenizer(cfg)
     assert "re-initialises the RNNT decoder" in caplog.text

@@ -1,5 +1,6 @@
 """DDP on CPU: a real 2-process fine-tune (gloo), stopped by a signal to one rank and resumed, that finishes with
 one streaming evaluation per checkpoint split across the ranks and gathered; and each rank reading its own batches."""
+
 import json
 import signal
 from pathlib import Path
@@ -10,14 +11,21 @@ from lhotse import CutSet
 from omegaconf import OmegaConf
 from tbparse import SummaryReader
 
-from recipes.preemption import EXIT_PREEMPTED
-from recipes.training import train_data_config
-from tests.conftest import BASE_MODEL, CONF, compose_config
-from tests.runs import training_runs  # noqa: F401 (fixture)
+from recipes.config import CONF, compose_config
+from recipes.errors import EXIT_PREEMPTED
+from recipes.finetune.train import train_data_config
+from tests.support.models import BASE_MODEL
 
-DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
-       "trainer.max_steps=4", "trainer.limit_train_batches=4", "trainer.accumulate_grad_batches=2",
-       "callbacks.checkpoint.max_utterances=5"]  # 5 target-dev utterances: 3 on rank 0, 2 on rank 1
+DDP = [
+    "trainer=ddp",
+    "trainer.accelerator=cpu",
+    "trainer.devices=2",
+    "trainer.precision=32-true",
+    "trainer.max_steps=4",
+    "trainer.limit_train_batches=4",
+    "trainer.accumulate_grad_batches=2",
+    "callbacks.checkpoint.max_utterances=5",
+]  # 5 target-dev utterances: 3 on rank 0, 2 on rank 1
 TIMEOUT = 900
 
 
@@ -51,9 +59,18 @@ def test_ddp_finetune_finishes_with_one_gathered_streaming_evaluation_per_checkp
     # The gathered report equals a single-process evaluation of the same checkpoint: all utterances, same WER.
     report = json.loads((checkpoints / "step000004.ckpt.stream_wer.json").read_text())
     single_report = run.run_dir / "single_process_wer.json"
-    evaluation = training_runs.run(demo_workdir, "recipes.evaluate", [
-        f"model={checkpoints / 'step000004.ckpt'}", f"data={eval_sets}", "max_utterances=5", "batch_size=8",
-        f"output={single_report}"], run.run_dir / "evaluate.log")
+    evaluation = training_runs.run(
+        demo_workdir,
+        "recipes.evaluate",
+        [
+            f"model={checkpoints / 'step000004.ckpt'}",
+            f"data={eval_sets}",
+            "max_utterances=5",
+            "batch_size=8",
+            f"output={single_report}",
+        ],
+        run.run_dir / "evaluate.log",
+    )
     assert evaluation.wait(TIMEOUT) == 0, evaluation.log_tail()
     single_process = json.loads(single_report.read_text())["sets"]
     for name, expected_count in (("target_dev", 5), ("single", 1)):
@@ -77,9 +94,13 @@ def test_each_rank_reads_its_own_batches(demo_workdir):
     tokenizer = ASRModel.restore_from(str(BASE_MODEL), map_location=torch.device("cpu")).tokenizer
 
     def first_batch(train_ds, rank):
-        loader = get_lhotse_dataloader_from_config(OmegaConf.create(OmegaConf.to_container(train_ds, resolve=True)),
-                                                   global_rank=rank, world_size=2, tokenizer=tokenizer,
-                                                   dataset=LhotseSpeechToTextBpeDataset(tokenizer=tokenizer))
+        loader = get_lhotse_dataloader_from_config(
+            OmegaConf.create(OmegaConf.to_container(train_ds, resolve=True)),
+            global_rank=rank,
+            world_size=2,
+            tokenizer=tokenizer,
+            dataset=LhotseSpeechToTextBpeDataset(tokenizer=tokenizer),
+        )
         return next(iter(loader))[0]
 
     with pytest.MonkeyPatch.context() as mp:
@@ -100,12 +121,20 @@ def test_0_6b_bf16_fine_tune_with_streaming_evaluation_then_export(demo_workdir)
     from nemo.collections.asr.models import ASRModel
 
     from recipes.export.nemo import export_nemo
-    from recipes.training import train
+    from recipes.finetune.train import train
 
-    overrides = ["experiment=demo_finetune", "model=nemotron_streaming_0.6b", "model.init_from=null",
-                 "model.architecture.tokenizer.dir=data/tokenizers/demo_general", "trainer=gpu",
-                 "trainer.max_steps=3", "trainer.limit_train_batches=3", "data.train_ds.batch_duration=16",
-                 "callbacks.checkpoint.max_utterances=4", "run_name=gpu_0.6b"]
+    overrides = [
+        "experiment=demo_finetune",
+        "model=nemotron_streaming_0.6b",
+        "model.init_from=null",
+        "model.architecture.tokenizer.dir=data/tokenizers/demo_general",
+        "trainer=gpu",
+        "trainer.max_steps=3",
+        "trainer.limit_train_batches=3",
+        "data.train_ds.batch_duration=16",
+        "callbacks.checkpoint.max_utterances=4",
+        "run_name=gpu_0.6b",
+    ]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(demo_workdir)
         trainer = train(compose_config(CONF, "finetune", overrides))

@@ -1,4 +1,5 @@
 """The embedded demo corpus: deterministic, well-formed, two distinct domains."""
+
 from __future__ import annotations
 
 import json
@@ -9,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from hydra import compose, initialize_config_dir
 
-from data_prep import demo_corpus
-from data_prep.demo_corpus import NUMBER_WORDS, make_demo_corpus, sample_texts
+from data_prep.demo_corpus import corpus as demo_corpus
+from data_prep.demo_corpus import speech
+from data_prep.demo_corpus.corpus import make_demo_corpus
+from data_prep.demo_corpus.texts import NUMBER_WORDS, sample_texts
+from recipes.config import CONF, compose_config
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 TINY = {"general": {"train": 8, "dev": 3}, "target": {"train": 6, "dev": 3}}
 WORDS = re.compile(r"[a-z']+( [a-z']+)*")
 
@@ -80,18 +82,18 @@ def test_audio_is_speech_plus_light_noise(corpus):
     for row in read_manifest(manifests["general"]["train"]):
         audio, rate = sf.read(manifests["general"]["train"].parent / row["audio_filepath"], dtype="float64")
         start = round(row.get("offset", 0.0) * rate)
-        audio = audio[start:start + round(row["duration"] * rate)]
+        audio = audio[start : start + round(row["duration"] * rate)]
         frames = audio[: audio.size // 320 * 320].reshape(-1, 320)  # 20 ms
         energy = np.mean(frames**2, axis=1)
         assert 0.05 < np.abs(audio).max() < 1.0
         # Every utterance starts with at least 50 ms of silence: noise only, neither digital zero nor loud.
-        loud_to_noise_db = 10 * np.log10(np.sort(energy)[-len(energy) // 4:].mean() / energy[0])
+        loud_to_noise_db = 10 * np.log10(np.sort(energy)[-len(energy) // 4 :].mean() / energy[0])
         assert energy[0] > 0.0 and 10.0 < loud_to_noise_db < 50.0
 
 
 def test_texts_are_lowercase_words_and_dev_is_unseen(corpus):
     _, manifests = corpus
-    for domain, splits in manifests.items():
+    for splits in manifests.values():
         texts = {split: [row["text"] for row in read_manifest(path)] for split, path in splits.items()}
         assert all(WORDS.fullmatch(t) for ts in texts.values() for t in ts)
         assert not set(texts["dev"]) & set(texts["train"])
@@ -109,10 +111,20 @@ def test_target_vocabulary_is_mostly_new():
 def test_plan_uses_several_voices():
     rng = np.random.default_rng(0)
     recordings = demo_corpus.plan_split(
-        sample_texts("general", 40, rng), Path("unused"), rng, voices=demo_corpus.DEFAULT_VOICES,
-        variants=demo_corpus.DEFAULT_VARIANTS, rate_wpm=(140, 190), pitch=(30, 70), snr_db=(20, 35),
-        silence_s=(0.05, 0.3), long_recording_fraction=0.2, session_size=(3, 6), session_gap_s=(0.1, 0.5),
-        sample_rate=16000, prefix="train",
+        sample_texts("general", 40, rng),
+        Path("unused"),
+        rng,
+        voices=speech.DEFAULT_VOICES,
+        variants=speech.DEFAULT_VARIANTS,
+        rate_wpm=(140, 190),
+        pitch=(30, 70),
+        snr_db=(20, 35),
+        silence_s=(0.05, 0.3),
+        long_recording_fraction=0.2,
+        session_size=(3, 6),
+        session_gap_s=(0.1, 0.5),
+        sample_rate=16000,
+        prefix="train",
     )
     utterances = [u for rec in recordings for u in rec.utterances]
     assert sorted(u.index for u in utterances) == list(range(40))
@@ -124,11 +136,19 @@ def test_plan_uses_several_voices():
 
 def test_other_seed_gives_other_texts_through_the_config(corpus, tmp_path):
     _, manifests = corpus
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("demo_corpus", overrides=[
-            f"out_dir={tmp_path}", "seed=8", "num_workers=1", "domains.general.train=5", "domains.general.dev=2",
-            "domains.target.train=5", "domains.target.dev=2",
-        ])
+    cfg = compose_config(
+        CONF,
+        "demo_corpus",
+        [
+            f"out_dir={tmp_path}",
+            "seed=8",
+            "num_workers=1",
+            "domains.general.train=5",
+            "domains.general.dev=2",
+            "domains.target.train=5",
+            "domains.target.dev=2",
+        ],
+    )
     other = demo_corpus.run(cfg)
     for domain in TINY:
         ours = [row["text"] for row in read_manifest(other[domain]["train"])]
@@ -137,8 +157,8 @@ def test_other_seed_gives_other_texts_through_the_config(corpus, tmp_path):
 
 
 def test_unknown_voices_are_refused():
-    demo_corpus.check_voices(demo_corpus.DEFAULT_VOICES, demo_corpus.DEFAULT_VARIANTS)
+    speech.check_voices(speech.DEFAULT_VOICES, speech.DEFAULT_VARIANTS)
     with pytest.raises(ValueError) as refused:
-        demo_corpus.check_voices(["en-us", "en-xx"], ["", "m3", "nosuchvariant"])
+        speech.check_voices(["en-us", "en-xx"], ["", "m3", "nosuchvariant"])
     assert "en-xx" in str(refused.value) and "nosuchvariant" in str(refused.value)
     assert "en-us" not in str(refused.value) and "m3" not in str(refused.value)

@@ -1,4 +1,5 @@
 """data -> pre-train -> checkpoint -> streaming evaluation -> export -> restore -> fine-tune -> resume, on CPU."""
+
 import json
 from pathlib import Path
 
@@ -6,18 +7,23 @@ import pytest
 import torch
 from tbparse import SummaryReader
 
-from recipes.evaluation import load_eval_set
+from recipes.config import CONF, compose_config
+from recipes.evaluate.sets import load_eval_set
 from recipes.export.nemo import export_nemo
-from recipes.inference import load_model
-from recipes.rnnt_loss import VectorizedRNNTLoss
-from recipes.streaming import StreamingRecognizer
-from recipes.training import train
-from tests.conftest import CONF, compose_config
+from recipes.finetune.loss import VectorizedRNNTLoss
+from recipes.finetune.train import train
+from recipes.model_files import load_model
+from recipes.streaming.engine import StreamingRecognizer
 
 LOOKAHEAD_KEYS = {"1120ms", "560ms", "160ms", "80ms"}
 EVAL_UTTERANCES = 4
-SMALL = ["trainer.limit_train_batches=3", "trainer.log_every_n_steps=1", "data.train_ds.batch_duration=12",
-         f"callbacks.checkpoint.max_utterances={EVAL_UTTERANCES}", "callbacks.checkpoint.batch_size=8"]
+SMALL = [
+    "trainer.limit_train_batches=3",
+    "trainer.log_every_n_steps=1",
+    "data.train_ds.batch_duration=12",
+    f"callbacks.checkpoint.max_utterances={EVAL_UTTERANCES}",
+    "callbacks.checkpoint.batch_size=8",
+]
 
 
 def assert_streaming_reports(run_dir: Path, steps: list[int]):
@@ -25,7 +31,7 @@ def assert_streaming_reports(run_dir: Path, steps: list[int]):
         report = json.loads((run_dir / "checkpoints" / f"step{step:06d}.ckpt.stream_wer.json").read_text())
         assert report["step"] == step
         assert set(report["sets"]) == {"target_dev", "general_dev"}
-        for name, by_lookahead in report["sets"].items():
+        for by_lookahead in report["sets"].values():
             assert set(by_lookahead) == LOOKAHEAD_KEYS
             for entry in by_lookahead.values():
                 assert len(entry["utterances"]) == EVAL_UTTERANCES
@@ -50,8 +56,11 @@ def test_pretraining_checkpoints_carry_streaming_wer_for_every_set_and_lookahead
     run_dir = workdir / "exp" / "demo_pretrain"
     assert trainer.global_step == 6
     assert isinstance(trainer.lightning_module.loss._loss, VectorizedRNNTLoss), "rnnt_loss=auto on CPU"
-    assert {p.name for p in (run_dir / "checkpoints").glob("*.ckpt")} == {"step000003.ckpt", "step000006.ckpt",
-                                                                          "last.ckpt"}
+    assert {p.name for p in (run_dir / "checkpoints").glob("*.ckpt")} == {
+        "step000003.ckpt",
+        "step000006.ckpt",
+        "last.ckpt",
+    }
     assert_streaming_reports(run_dir, [3, 6])
     assert "step000006" in (run_dir / "checkpoints" / "stream_wer.md").read_text()
     assert (run_dir / "checkpoints" / "stream_wer.png").stat().st_size > 0
@@ -81,8 +90,12 @@ def test_exported_nemo_restores_and_transcribes_like_the_checkpoint(pretrained):
 
 def test_finetune_from_nemo_with_lookahead_weights_then_resume(pretrained):
     workdir, _, nemo = pretrained
-    overrides = ["experiment=demo_finetune", f"model.init_from={nemo}", "model.att_context_probs=[0.4,0.2,0.2,0.2]",
-                 *SMALL]
+    overrides = [
+        "experiment=demo_finetune",
+        f"model.init_from={nemo}",
+        "model.att_context_probs=[0.4,0.2,0.2,0.2]",
+        *SMALL,
+    ]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(workdir)
         first = train(compose_config(CONF, "finetune", [*overrides, "trainer.max_steps=3"]))

@@ -3,6 +3,7 @@
 A small run is made from the demo base model: its real run config and checkpoints of its real weights, moved apart
 by known amounts, so averages and rankings have values to check.
 """
+
 import json
 from pathlib import Path
 
@@ -11,16 +12,23 @@ import torch
 from nemo.collections.asr.models import ASRModel
 from omegaconf import OmegaConf
 
+from recipes.config import CONF, compose_config
 from recipes.errors import UsageError
-from recipes.evaluation import load_eval_set
-from recipes.export.checkpoints import (RankBy, average_checkpoints, average_state_dicts, best_checkpoints,
-                                        last_checkpoints, resolve_checkpoint)
+from recipes.evaluate.reports import REPORT_SUFFIX
+from recipes.evaluate.sets import load_eval_set
+from recipes.export.checkpoints import (
+    RankBy,
+    average_checkpoints,
+    average_state_dicts,
+    best_checkpoints,
+    last_checkpoints,
+    resolve_checkpoint,
+)
 from recipes.export.nemo import export_nemo, streaming_tokens
 from recipes.export.pipeline import run
-from recipes.inference import load_model
-from recipes.reports import REPORT_SUFFIX
-from recipes.checks import RUN_CONFIG
-from tests.conftest import BASE_MODEL, CONF, compose_config
+from recipes.model_files import load_model
+from recipes.run_dir import RUN_CONFIG
+from tests.support.models import BASE_MODEL
 
 STEPS = (100, 200, 300)
 WER_AT_1120 = {100: 0.30, 200: 0.10, 300: 0.20}  # step 200 best, then 300
@@ -32,8 +40,11 @@ def run_dir(demo_workdir, tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(demo_workdir)
-        cfg = compose_config(CONF, "finetune", ["experiment=demo_finetune", f"model.init_from={BASE_MODEL}",
-                                                "callbacks.checkpoint.max_utterances=4"])
+        cfg = compose_config(
+            CONF,
+            "finetune",
+            ["experiment=demo_finetune", f"model.init_from={BASE_MODEL}", "callbacks.checkpoint.max_utterances=4"],
+        )
         OmegaConf.save(cfg, run / RUN_CONFIG, resolve=True)
     state = ASRModel.restore_from(str(BASE_MODEL), map_location="cpu").state_dict()
     (run / "checkpoints").mkdir()
@@ -41,8 +52,15 @@ def run_dir(demo_workdir, tmp_path_factory):
         moved = {k: v + 1e-3 * i for k, v in state.items()}
         path = run / "checkpoints" / f"step{step:06d}.ckpt"
         torch.save({"state_dict": moved, "global_step": step, "epoch": i}, path)
-        report = {"step": step, "sets": {"general_dev": {"1120ms": {"wer": WER_AT_1120[step], "wer_normalized": 0.0},
-                                                         "80ms": {"wer": 0.5, "wer_normalized": 0.0}}}}
+        report = {
+            "step": step,
+            "sets": {
+                "general_dev": {
+                    "1120ms": {"wer": WER_AT_1120[step], "wer_normalized": 0.0},
+                    "80ms": {"wer": 0.5, "wer_normalized": 0.0},
+                }
+            },
+        }
         Path(f"{path}{REPORT_SUFFIX}").write_text(json.dumps(report))
     torch.save(torch.load(path, weights_only=False), run / "checkpoints" / "last.ckpt")
     return run
@@ -74,8 +92,10 @@ def test_integer_buffers_are_not_averaged():
 
 
 def test_best_checkpoints_are_ranked_by_the_chosen_streaming_wer(run_dir):
-    assert [p.name for p in best_checkpoints(run_dir, RankBy("general_dev", 1120), 2)] == \
-        ["step000200.ckpt", "step000300.ckpt"]
+    assert [p.name for p in best_checkpoints(run_dir, RankBy("general_dev", 1120), 2)] == [
+        "step000200.ckpt",
+        "step000300.ckpt",
+    ]
     # every step ties at 80 ms: the later one wins
     assert best_checkpoints(run_dir, RankBy("general_dev", 80), 1)[0].name == "step000300.ckpt"
     with pytest.raises(UsageError, match="rank_by.set=target_dev"):
@@ -88,8 +108,14 @@ def test_nemo_round_trip_carries_default_lookahead_and_decoding(run_dir, demo_wo
     dev = load_eval_set("general_dev", demo_workdir / "data/prepared/demo_general/dev/cuts.jsonl.gz", 3)
     checkpoint = average_checkpoints(last_checkpoints(run_dir, 2), run_dir / "averaged" / "last2.ckpt")
     output = tmp_path / "model.nemo"
-    export_nemo(run_dir, str(checkpoint), output, default_lookahead=[70, 1],
-                decoding={"greedy": {"max_symbols": 5}}, check_audios=dev.audios)
+    export_nemo(
+        run_dir,
+        str(checkpoint),
+        output,
+        default_lookahead=[70, 1],
+        decoding={"greedy": {"max_symbols": 5}},
+        check_audios=dev.audios,
+    )
     assert [p.name for p in tmp_path.iterdir()] == ["model.nemo"]  # written under a temporary name, then renamed
     restored = ASRModel.restore_from(str(output), map_location="cpu").eval()
     assert list(restored.encoder.att_context_size) == [70, 1]
@@ -119,8 +145,15 @@ def test_results_card_lists_the_blend_weights_the_run_trained_with(demo_workdir)
     from recipes.export.card import data_section
 
     prepared = demo_workdir / "data/prepared"
-    run = OmegaConf.create({"data": {"blend_dir": str(prepared / "blends/demo_replay"), "prepared_dir": str(prepared),
-                                     "blend_weights": {"demo_target": 0.25, "demo_general": 0.75}}})
+    run = OmegaConf.create(
+        {
+            "data": {
+                "blend_dir": str(prepared / "blends/demo_replay"),
+                "prepared_dir": str(prepared),
+                "blend_weights": {"demo_target": 0.25, "demo_general": 0.75},
+            }
+        }
+    )
     reweighted = "\n".join(data_section(run))
     assert "re-weighted by `data.blend_weights`" in reweighted and "| demo_general | 0.75 |" in reweighted
     run.data.blend_weights = None

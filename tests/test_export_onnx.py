@@ -1,16 +1,20 @@
 """ONNX export of the demo model: the project's onnxruntime decoder against the PyTorch streaming engine (exact tokens,
 encoder outputs and caches within 1e-4 chunk after chunk), and the files in sherpa-onnx, a runtime written elsewhere."""
+
 import numpy as np
 import onnx
 import pytest
 import torch
 
-from recipes.evaluation import load_eval_set, word_error_counts
+from recipes.evaluate.sets import load_eval_set
+from recipes.evaluate.wer import word_error_counts
 from recipes.export.onnx import export_onnx
 from recipes.export.onnx_streaming import OnnxStreamingRecognizer, sherpa_transcribe
-from recipes.inference import load_model
-from recipes.streaming import ChunkPlan, StreamingRecognizer, evaluation_mode, lookahead_ms, padded
-from tests.conftest import BASE_MODEL
+from recipes.model_files import load_model
+from recipes.streaming.engine import StreamingRecognizer, padded
+from recipes.streaming.geometry import ChunkPlan, lookahead_ms
+from recipes.streaming.modes import evaluation_mode
+from tests.support.models import BASE_MODEL
 
 # sherpa-onnx 2.0.1 against the PyTorch engine, with the export's lead-in: within 0.5 point absolute on the demo's
 # 150-utterance dev sets (scripts/bench_runtimes.py, docs/export.md; 2-7 points off without the lead-in). The test's
@@ -38,7 +42,7 @@ def test_files_carry_what_sherpa_onnx_reads(exported):
     assert set(manifest["encoders"]) == {"1120ms", "560ms", "160ms", "80ms"}
     tokens = (out / "tokens.txt").read_text().splitlines()
     assert len(tokens) == model.decoder.vocab_size + 1 and tokens[-1] == f"<blk> {model.decoder.vocab_size}"
-    for key, entry in manifest["encoders"].items():
+    for entry in manifest["encoders"].values():
         meta = {p.key: p.value for p in onnx.load(str(out / entry["encoder"])).metadata_props}
         chunk = (entry["att_context_size"][1] + 1) * 8
         assert (meta["window_size"], meta["chunk_shift"]) == (str(chunk + 9), str(chunk))  # + pre-encode cache
@@ -77,12 +81,19 @@ def test_encoder_outputs_and_caches_match_pytorch_within_1e4_chunk_after_chunk(e
                 if step < plan.initial_steps:
                     chunk, chunk_lens, drop = plan.chunk_input(batch, lengths, step)
                 else:
-                    (chunk, chunk_lens), drop = plan.later_input(feats, [f.size(1) for f in feats], [step] * 4), \
-                        plan.drop_extra
+                    (chunk, chunk_lens), drop = (
+                        plan.later_input(feats, [f.size(1) for f in feats], [step] * 4),
+                        plan.drop_extra,
+                    )
                 encoded, encoded_lens, *theirs = encoder.cache_aware_stream_step(
-                    processed_signal=chunk, processed_signal_length=chunk_lens, cache_last_channel=theirs[0],
-                    cache_last_time=theirs[1], cache_last_channel_len=theirs[2], keep_all_outputs=False,
-                    drop_extra_pre_encoded=drop)
+                    processed_signal=chunk,
+                    processed_signal_length=chunk_lens,
+                    cache_last_channel=theirs[0],
+                    cache_last_time=theirs[1],
+                    cache_last_channel_len=theirs[2],
+                    keep_all_outputs=False,
+                    drop_extra_pre_encoded=drop,
+                )
                 got = ours.step(key, *ours.window(key, feats, step), mine)  # the window sherpa-onnx would give
                 mine = got.cache
                 where = f"lookahead {la}, chunk {step}"
@@ -107,8 +118,9 @@ def test_sherpa_onnx_online_recognizer_decodes_the_export_at_every_lookahead(exp
         fp32, _ = word_error_counts(dev.texts, sherpa_transcribe(out, key, dev.audios)[0])
         int8, _ = word_error_counts(dev.texts, sherpa_transcribe(out, key, dev.audios, int8=True)[0])
         assert reference < 0.3 * words, "the demo base model knows the general domain"
-        assert abs(fp32 - reference) <= max(1, int(SHERPA_TOLERANCE * words)), \
+        assert abs(fp32 - reference) <= max(1, int(SHERPA_TOLERANCE * words)), (
             f"{key}: sherpa-onnx {fp32} vs PyTorch {reference} errors of {words}"
-        assert abs(int8 - reference) <= max(3, int(INT8_TOLERANCE * words)), \
+        )
+        assert abs(int8 - reference) <= max(3, int(INT8_TOLERANCE * words)), (
             f"{key}: sherpa-onnx int8 {int8} vs PyTorch {reference} errors of {words}"
-
+        )

@@ -1,5 +1,6 @@
 """Exact resume and preemption, with real training processes on CPU: a run killed with SIGKILL, or stopped by
 SIGUSR1 / SIGTERM, and re-run with the same command ends with bit-identical weights to an uninterrupted run."""
+
 import json
 import os
 import random
@@ -11,16 +12,20 @@ import time
 import pytest
 import torch
 
-from recipes.preemption import EXIT_PREEMPTED
-from recipes.resume import newest_complete_checkpoint
-from recipes.training import FINISHED
-from tests.conftest import REPO
-from tests.runs import TrainingRun, assert_bit_identical, checkpoint_weights, training_runs  # noqa: F401 (fixture)
+from recipes.config import REPO
+from recipes.errors import EXIT_PREEMPTED
+from recipes.finetune.resume import newest_complete_checkpoint
+from recipes.finetune.train import FINISHED
+from tests.support.runs import TrainingRun, assert_bit_identical, checkpoint_weights
 
 STEPS = 12
 # Pseudo-epochs of 4 steps (validation + checkpoint), and last.ckpt every 3 steps: resumes land mid-epoch too.
-RUN = [f"trainer.max_steps={STEPS}", "trainer.limit_train_batches=4", "callbacks.recovery.every_n_steps=3",
-       "callbacks.checkpoint.eval_sets={}"]
+RUN = [
+    f"trainer.max_steps={STEPS}",
+    "trainer.limit_train_batches=4",
+    "callbacks.recovery.every_n_steps=3",
+    "callbacks.checkpoint.eval_sets={}",
+]
 TIMEOUT = 600
 
 
@@ -91,7 +96,7 @@ def test_truncated_checkpoint_is_skipped_for_the_one_before(tmp_path, caplog):
 
 BLOCKED = """
 import threading
-from recipes.preemption import PreemptionCheckpoint
+from recipes.finetune.callbacks.preemption import PreemptionCheckpoint
 PreemptionCheckpoint(sigterm_grace_s={grace}).on_train_start(None, None)
 print("ready", flush=True)
 threading.Event().wait()  # like a rank blocked in a collective whose partner died: no next step ever comes
@@ -100,8 +105,14 @@ threading.Event().wait()  # like a rank blocked in a collective whose partner di
 
 @pytest.mark.parametrize("grace, second_sigterm", [(2.0, False), (60.0, True)])
 def test_sigterm_ends_a_blocked_process_within_the_bound(grace, second_sigterm):
-    proc = subprocess.Popen([sys.executable, "-c", BLOCKED.format(grace=grace)], cwd=REPO, stdout=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BLOCKED.format(grace=grace)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        text=True,
+        start_new_session=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "ready"
         start = time.monotonic()

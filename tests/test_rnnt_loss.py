@@ -1,10 +1,11 @@
 """The vectorised RNNT loss gives NeMo's pure-PyTorch loss values and gradients, and the recipe uses it on CPU."""
+
 import pytest
 import torch
 from nemo.collections.asr.losses.rnnt import RNNTLoss
 
-from recipes.model import VECTORIZED, resolve_rnnt_loss
-from recipes.rnnt_loss import VectorizedRNNTLoss, use_vectorized_loss
+from recipes.finetune.loss import VectorizedRNNTLoss, use_vectorized_loss
+from recipes.finetune.model import VECTORIZED, resolve_rnnt_loss
 
 
 @pytest.mark.parametrize("batch,frames,labels,vocab", [(1, 1, 1, 3), (3, 7, 4, 6), (5, 19, 9, 33)])
@@ -32,7 +33,7 @@ def test_matches_nemo_pytorch_loss_values_and_gradients(batch, frames, labels, v
     torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-5)
     # Padding carries no gradient.
     short = int(act_lens.argmin())
-    assert grad[short, act_lens[short]:].abs().sum() == 0
+    assert grad[short, act_lens[short] :].abs().sum() == 0
 
 
 def test_auto_picks_the_vectorised_loss_off_gpu():

@@ -8,6 +8,7 @@ cancelled); the cluster is stopped, and any job left cancelled, at the end of th
 Where Slurm is not installed or cannot start, these tests skip, unless ``REQUIRE_SLURM=1`` (as ``.ci/run`` sets):
 then they fail.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -23,18 +24,30 @@ import pytest
 from tbparse import SummaryReader
 
 from data_prep.prepare import prepare_corpus
-from data_prep.settings import compose
-from tests.conftest import REPO
-from tests.runs import TINY, assert_bit_identical, checkpoint_weights
-from tests.slurm_cluster import SlurmCluster, missing_binaries
+from recipes.config import CONF, REPO, compose_config
+from tests.support.runs import TINY, assert_bit_identical, checkpoint_weights
+from tests.support.slurm_cluster import SlurmCluster, missing_binaries
 
 pytestmark = pytest.mark.slurm
 
 STEPS, EPOCH = 6, 3  # two checkpoints (steps 3 and 6), each with its streaming evaluation
-TRAIN = [*TINY, f"trainer.max_steps={STEPS}", f"trainer.limit_train_batches={EPOCH}",
-         "callbacks.checkpoint.max_utterances=4"]
-FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
-                "BOOT_FAIL", "DEADLINE"}
+TRAIN = [
+    *TINY,
+    f"trainer.max_steps={STEPS}",
+    f"trainer.limit_train_batches={EPOCH}",
+    "callbacks.checkpoint.max_utterances=4",
+]
+FINAL_STATES = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+}
 TRAINING_TIMEOUT = 480  # seconds, one training job on the shared 2-core machine
 
 
@@ -61,9 +74,14 @@ def slurm(tmp_path_factory):
 def submit(slurm: SlurmCluster, workdir: Path, kind: str, *args: str) -> dict[str, str]:
     """``python -m slurm.submit`` as a user runs it; returns {job name: job id}."""
     env = {**slurm.env, "PYTHONPATH": str(REPO), "WANDB_SILENT": "true"}
-    done = subprocess.run([sys.executable, "-m", "slurm.submit", kind, "cluster=local",
-                           f"cluster.python={sys.executable}", *args],
-                          cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "slurm.submit", kind, "cluster=local", f"cluster.python={sys.executable}", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return dict(line.split() for line in done.stdout.splitlines())
 
@@ -99,7 +117,9 @@ def interrupt(slurm: SlurmCluster, job_id: str, run_dir: Path, log: Path) -> Non
 
 
 def assert_one_evaluation_per_checkpoint(run_dir: Path) -> None:
-    assert {p.name for p in (run_dir / "checkpoints").glob("step*.ckpt")} == {f"step{s:06d}.ckpt" for s in (EPOCH, STEPS)}
+    assert {p.name for p in (run_dir / "checkpoints").glob("step*.ckpt")} == {
+        f"step{s:06d}.ckpt" for s in (EPOCH, STEPS)
+    }
     for step in (EPOCH, STEPS):
         report = json.loads((run_dir / "checkpoints" / f"step{step:06d}.ckpt.stream_wer.json").read_text())
         assert report["step"] == step and set(report["sets"]) == {"target_dev", "general_dev"}
@@ -158,7 +178,7 @@ def test_usr1_requeues_and_the_job_resumes_bit_identically(slurm, demo_workdir, 
     text = log.read_text()
     assert "training exited with 75" in text and f"requeueing job {job_id}" in text
     assert f"job {job_id} run 1: training" in text and "training exited with 0" in text
-    assert re.search(rf"Resuming from \S*last\.ckpt", text)
+    assert re.search(r"Resuming from \S*last\.ckpt", text)
     assert_bit_identical(final_weights(run_dir), reference)
     assert_one_evaluation_per_checkpoint(run_dir)
     assert_one_wandb_run(run_dir, 2)
@@ -167,8 +187,15 @@ def test_usr1_requeues_and_the_job_resumes_bit_identically(slurm, demo_workdir, 
 @pytest.fixture(scope="module")
 def chained(slurm, demo_workdir):
     """Requeue off: fine-tune (2 tasks) -> export -> evaluate, chained with afterok at submission."""
-    ids = submit(slurm, demo_workdir, "pipeline", "run_name=slurm_chain", "cluster.requeue=chain", *TRAIN,
-                 "evaluate.max_utterances=4")
+    ids = submit(
+        slurm,
+        demo_workdir,
+        "pipeline",
+        "run_name=slurm_chain",
+        "cluster.requeue=chain",
+        *TRAIN,
+        "evaluate.max_utterances=4",
+    )
     assert list(ids) == ["finetune", "export", "evaluate"]
     return demo_workdir / "exp" / "slurm_chain", ids
 
@@ -196,7 +223,11 @@ def test_without_requeue_a_follow_up_job_resumes(slurm, reference, chained):
 def test_data_prep_array_of_two_tasks_equals_one_process(slurm, demo_workdir, tmp_path):
     bad = tmp_path / "bad.jsonl"  # two rows that must be rejected, in a shard of their own
     bad.write_text('{"audio_filepath": "missing.wav", "duration": 1.0, "text": "gone"}\nnot json\n')
-    args = ["corpus=demo_target", "shar.shard_size=8", f"corpus.splits.train=[data/demo_corpus/target/train.jsonl,{bad}]"]
+    args = [
+        "corpus=demo_target",
+        "shar.shard_size=8",
+        f"corpus.splits.train=[data/demo_corpus/target/train.jsonl,{bad}]",
+    ]
     ids = submit(slurm, demo_workdir, "data_prep", f"out_root={tmp_path / 'array'}", *args)
     log_dir = tmp_path / "array" / "demo_target" / "slurm"
     job = wait_for(slurm, ids["merge"], log_dir / f"merge-{ids['merge']}.out", 300)
@@ -207,7 +238,13 @@ def test_data_prep_array_of_two_tasks_equals_one_process(slurm, demo_workdir, tm
 
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(demo_workdir)
-        one = prepare_corpus(compose([*args, f"out_root={tmp_path / 'one'}", "progress=false", "num_workers=1"]))
+        one = prepare_corpus(
+            compose_config(
+                CONF / "data_prep",
+                "prepare",
+                [*args, f"out_root={tmp_path / 'one'}", "progress=false", "num_workers=1"],
+            )
+        )
     merged = json.loads((tmp_path / "array" / "demo_target" / "summary.json").read_text())
     for split in ("train", "dev"):
         assert merged["splits"][split]["shards"]["written"] == 0  # all written by the array tasks

@@ -1,15 +1,18 @@
 """The streaming engine gives exactly the tokens of the offline pass with the same masks, of NeMo's own
 streaming loop, and of one stream at a time: on the trained demo model over demo dev utterances, and on a
 randomly initialised model (which emits many tokens per frame) where no trained model is at hand."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from recipes.streaming import StreamingRecognizer, count_token_differences
+from recipes.config import REPO
+from recipes.streaming.engine import StreamingRecognizer, count_token_differences
 from scripts.bench_streaming import nemo_reference
-from tests.conftest import BASE_MODEL, CONF, REPO, compose_config
+from tests.support.models import BASE_MODEL
+from tests.support.streaming import random_audios
 
 LOOKAHEADS = [[70, 13], [70, 6], [70, 1], [70, 0]]
 DEV_SETS = [REPO / "data/prepared/demo_target/dev/cuts.jsonl.gz", REPO / "data/prepared/demo_general/dev/cuts.jsonl.gz"]
@@ -40,9 +43,11 @@ def assert_exact(model, audios: list[np.ndarray], att_context_size, batch_size: 
 @pytest.fixture(scope="module")
 def demo_model():
     if not BASE_MODEL.is_file():
-        pytest.skip(f"{BASE_MODEL.relative_to(REPO)} is absent: it is made by the demo's pre-training stage "
-                    "(scripts/run_demo.sh stage 3)")
-    from recipes.inference import load_model
+        pytest.skip(
+            f"{BASE_MODEL.relative_to(REPO)} is absent: it is made by the demo's pre-training stage "
+            "(scripts/run_demo.sh stage 3)"
+        )
+    from recipes.model_files import load_model
 
     return load_model(str(BASE_MODEL))
 
@@ -82,30 +87,11 @@ def test_demo_model_matches_nemo_reference_streaming(demo_model, demo_dev_audios
     differing = [i for i, (a, b) in enumerate(zip(ours.tokens, theirs.tokens)) if a != b]
     for i in differing:
         shorter, longer = sorted((ours.tokens[i], theirs.tokens[i]), key=len)
-        assert longer[:len(shorter)] == shorter and len(longer) - len(shorter) == 1, f"stream {i} differs before its end"
+        assert longer[: len(shorter)] == shorter and len(longer) - len(shorter) == 1, (
+            f"stream {i} differs before its end"
+        )
     assert len(differing) <= len(demo_dev_audios) // 4
     assert len(ours.tokens) == len(theirs.tokens) == len(demo_dev_audios)
-
-
-@pytest.fixture(scope="module")
-def random_model(tmp_path_factory):
-    """The tiny architecture with random weights (2 layers) and a throwaway tokenizer: no data or training
-    needed, and a random joint emits several tokens per frame, which stresses the decoder state across chunks."""
-    from data_prep.tokenizer import train_sentencepiece
-    from recipes.model import build_model
-
-    words = "alpha bravo charlie delta echo foxtrot golf hotel india juliett kilo lima mike november oscar papa"
-    tokenizer = train_sentencepiece([words, *words.split()], tmp_path_factory.mktemp("tokenizer"), vocab_size=40)
-    cfg = compose_config(CONF, "finetune", ["model=tiny_streaming", f"model.architecture.tokenizer.dir={tokenizer}",
-                                            "model.architecture.encoder.n_layers=2",
-                                            "model.architecture.decoding.greedy.max_symbols=3"])
-    torch.manual_seed(0)
-    return build_model(cfg.model).eval()
-
-
-def random_audios(seconds: list[float], seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [(0.1 * rng.standard_normal(int(s * 16000))).astype(np.float32) for s in seconds]
 
 
 def test_random_model_streams_exactly_like_offline_and_one_stream_at_a_time(random_model):
@@ -128,16 +114,16 @@ def test_streaming_reports_latencies_per_utterance(random_model):
 
 
 def test_few_row_kernels_compute_the_modules_products_and_leave_them_as_they_were(random_model):
-    """The CPU kernels the engine streams with (``_FewRowKernels``): the encoder's own products, for few rows
+    """The CPU kernels the engine streams with (``FewRowKernels``): the encoder's own products, for few rows
     and for many, and NeMo's modules untouched after the context."""
-    from recipes.streaming import _FewRowKernels
+    from recipes.streaming.kernels import FewRowKernels
 
     encoder = random_model.encoder
-    kernels = _FewRowKernels(encoder)
+    kernels = FewRowKernels(encoder)
     assert kernels.linears and len(kernels.pointwise) == 2 * len(encoder.layers)  # two per conformer convolution
     layer = encoder.layers[0]
     linear, conv = layer.feed_forward1.linear1, layer.conv.pointwise_conv1
-    inputs = {rows: torch.randn(rows, 1, linear.in_features) for rows in (1, 8, _FewRowKernels.MAX_ROWS + 1)}
+    inputs = {rows: torch.randn(rows, 1, linear.in_features) for rows in (1, 8, FewRowKernels.MAX_ROWS + 1)}
     with torch.no_grad():
         expected = {rows: (linear(x), conv(x.transpose(1, 2))) for rows, x in inputs.items()}
         with kernels:

@@ -1,4 +1,5 @@
 """Streaming evaluation reports: per-run WER tables and plots, latency summaries, and the one-file live CLI."""
+
 from __future__ import annotations
 
 import json
@@ -7,14 +8,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from omegaconf import OmegaConf
 
-from recipes.evaluate import CONFIG, run
-from recipes.evaluation import EvalSet, stream_sets, summarise
-from recipes.reports import latency_table, update_run_reports
-from recipes.streaming import StreamingRecognizer
-from tests.test_streaming_exactness import random_audios, random_model  # noqa: F401  (fixture)
+from recipes.config import CONF
+from recipes.evaluate.reports import latency_table, update_run_reports
+from recipes.evaluate.run import run, stream_sets, summarise
+from recipes.evaluate.sets import EvalSet
+from recipes.streaming.engine import StreamingRecognizer
+from tests.support.streaming import random_audios
+
+CONFIG = CONF / "evaluate.yaml"
 
 KEYS = {"80ms": [70, 0], "1120ms": [70, 13]}
 
@@ -24,19 +27,32 @@ def evaluate_config(overrides: list[str]):
 
 
 def entry(wer: float, ms: str, first: list[float | None], final: list[float], diffs: list[int] | None = None) -> dict:
-    utts = [{"id": f"u{i}", "ref": "a b c d", "hyp": "a b c d" if i else "a b x d", "first_token_s": f, "final_s": g}
-            for i, (f, g) in enumerate(zip(first, final))]
+    utts = [
+        {"id": f"u{i}", "ref": "a b c d", "hyp": "a b c d" if i else "a b x d", "first_token_s": f, "final_s": g}
+        for i, (f, g) in enumerate(zip(first, final))
+    ]
     if diffs is not None:
         for utt, diff in zip(utts, diffs):
             utt["offline_diff"] = diff
-    return {"att_context_size": KEYS[ms], "latency_ms": int(ms[:-2]), "algorithmic_latency_ms": int(ms[:-2]),
-            "audio_seconds": 10.0, "compute_seconds": 0.5, "chunk_step_seconds_p50": 0.01,
-            "chunk_step_seconds_p95": 0.02, "utterances": utts, "wer": wer, "wer_normalized": wer}
+    return {
+        "att_context_size": KEYS[ms],
+        "latency_ms": int(ms[:-2]),
+        "algorithmic_latency_ms": int(ms[:-2]),
+        "audio_seconds": 10.0,
+        "compute_seconds": 0.5,
+        "chunk_step_seconds_p50": 0.01,
+        "chunk_step_seconds_p95": 0.02,
+        "utterances": utts,
+        "wer": wer,
+        "wer_normalized": wer,
+    }
 
 
 def write(checkpoint_dir, name: str, step: int, wer: float) -> None:
-    sets = {s: {ms: entry(wer + (0.1 if ms == "80ms" else 0.0), ms, [0.5, 0.7], [0.01, 0.02]) for ms in KEYS}
-            for s in ("target_dev", "general_dev")}
+    sets = {
+        s: {ms: entry(wer + (0.1 if ms == "80ms" else 0.0), ms, [0.5, 0.7], [0.01, 0.02]) for ms in KEYS}
+        for s in ("target_dev", "general_dev")
+    }
     report = {"step": step, "epoch": 0, "sets": sets, "checkpoint": str(checkpoint_dir / name)}
     (checkpoint_dir / f"{name}.stream_wer.json").write_text(json.dumps(report))
 
@@ -45,7 +61,7 @@ def test_run_reports_table_and_plot_one_row_per_step(tmp_path):
     assert update_run_reports(tmp_path) == []
     write(tmp_path, "step000100.ckpt", 100, 0.5)
     write(tmp_path, "step000200.ckpt", 200, 0.3)
-    write(tmp_path, "last.ckpt", 200, 0.3)          # the same step again: not a row of its own
+    write(tmp_path, "last.ckpt", 200, 0.3)  # the same step again: not a row of its own
     (tmp_path / "broken.ckpt.stream_wer.json").write_text("{")  # half-written: skipped
     table, plot = update_run_reports(tmp_path)
     assert (table.name, plot.name) == ("stream_wer.md", "stream_wer.png")
@@ -55,13 +71,13 @@ def test_run_reports_table_and_plot_one_row_per_step(tmp_path):
     assert "| step 200 (step000200.ckpt) | 40.0 | 30.0 | 40.0 | 30.0 |" in text
     assert "last.ckpt" not in text
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".partial.*"))
 
 
 def test_summarise_adds_latency_percentiles_and_offline_differences():
     per_set = {"dev": {"80ms": entry(0.0, "80ms", [0.2, None, 0.4], [0.01, 0.03, 0.02], diffs=[0, 2, 0])}}
     summary = summarise(per_set)["dev"]["80ms"]
-    assert summary["first_token_latency_s_p50"] == pytest.approx(0.3)   # utterance without tokens left out
+    assert summary["first_token_latency_s_p50"] == pytest.approx(0.3)  # utterance without tokens left out
     assert summary["final_latency_s_p50"] == pytest.approx(0.02)
     assert summary["offline_token_differences"] == 2 and summary["offline_differing_utterances"] == 1
     assert summary["wer"] == pytest.approx(1 / 12) and summary["rtf"] == pytest.approx(0.05)

@@ -1,5 +1,6 @@
 """``python -m slurm.submit --dry-run``: the scripts each cluster config renders (no Slurm needed; the jobs
 themselves run in tests/test_slurm.py)."""
+
 from __future__ import annotations
 
 import re
@@ -29,16 +30,37 @@ def assert_valid_bash(script: str) -> None:
 
 
 def test_multi_node_gpu_finetune_has_one_task_per_gpu_and_forwards_signals(capsys, monkeypatch, tmp_path):
-    scripts = dry_run(capsys, monkeypatch, tmp_path, "finetune", "cluster.nodes=4", "cluster.partition=batch",
-                      "cluster.account=asr", "cluster.qos=high", "cluster.signal_seconds=300",
-                      "cluster.container.image=nvcr.io/nvidia/nemo:25.09", "cluster.container.mounts=[/lustre:/lustre]",
-                      "experiment=demo_finetune", "run_name=big")
-    (path, script), = scripts.items()
+    scripts = dry_run(
+        capsys,
+        monkeypatch,
+        tmp_path,
+        "finetune",
+        "cluster.nodes=4",
+        "cluster.partition=batch",
+        "cluster.account=asr",
+        "cluster.qos=high",
+        "cluster.signal_seconds=300",
+        "cluster.container.image=nvcr.io/nvidia/nemo:25.09",
+        "cluster.container.mounts=[/lustre:/lustre]",
+        "experiment=demo_finetune",
+        "run_name=big",
+    )
+    ((path, script),) = scripts.items()
     assert path == str(tmp_path / "exp" / "big" / "slurm" / "finetune.sbatch")
     options = sbatch_options(script)
-    for option in ("--nodes=4", "--ntasks-per-node=8", "--gpus-per-node=8", "--partition=batch", "--account=asr",
-                   "--qos=high", "--signal=B:USR1@300", "--requeue", "--open-mode=append", f"--chdir={tmp_path}",
-                   f"--output={tmp_path}/exp/big/slurm/finetune-%j.out"):
+    for option in (
+        "--nodes=4",
+        "--ntasks-per-node=8",
+        "--gpus-per-node=8",
+        "--partition=batch",
+        "--account=asr",
+        "--qos=high",
+        "--signal=B:USR1@300",
+        "--requeue",
+        "--open-mode=append",
+        f"--chdir={tmp_path}",
+        f"--output={tmp_path}/exp/big/slurm/finetune-%j.out",
+    ):
         assert option in options
     assert 'export TORCH_NCCL_ASYNC_ERROR_HANDLING="1"' in script and 'export OMP_NUM_THREADS="8"' in script
     assert "--container-image=nvcr.io/nvidia/nemo:25.09 --container-mounts=/lustre:/lustre" in script
@@ -48,11 +70,21 @@ def test_multi_node_gpu_finetune_has_one_task_per_gpu_and_forwards_signals(capsy
 
 
 def test_chain_mode_submits_a_follow_up_instead_of_requeueing(capsys, monkeypatch, tmp_path):
-    scripts = dry_run(capsys, monkeypatch, tmp_path, "pipeline", "cluster.requeue=chain", "run_name=r",
-                      "evaluate.max_utterances=7", "export.nemo.fp16_weights=true")
+    scripts = dry_run(
+        capsys,
+        monkeypatch,
+        tmp_path,
+        "pipeline",
+        "cluster.requeue=chain",
+        "run_name=r",
+        "evaluate.max_utterances=7",
+        "export.nemo.fp16_weights=true",
+    )
     finetune, export, evaluate = scripts.values()
     assert "--no-requeue" in sbatch_options(finetune) and "scontrol requeue" not in finetune
-    assert f'sbatch --parsable --dependency=afterany:"$SLURM_JOB_ID" "{tmp_path}/exp/r/slurm/finetune.sbatch"' in finetune
+    assert (
+        f'sbatch --parsable --dependency=afterany:"$SLURM_JOB_ID" "{tmp_path}/exp/r/slurm/finetune.sbatch"' in finetune
+    )
     assert "recipes.export run_dir=" in export and "nemo.fp16_weights=true" in export
     assert "max_utterances=7" in evaluate and f"output={tmp_path}/exp/r/model.nemo.stream_wer.json" in evaluate
     for script in scripts.values():
@@ -69,12 +101,15 @@ def test_data_prep_is_an_array_then_a_merge(capsys, monkeypatch, demo_workdir):
     assert_valid_bash(prep)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train"], "job kind 'train': use one of finetune, pipeline, data_prep"),
-    (["finetune", "cluster.requeue=sometimes"], "cluster.requeue=sometimes: use scontrol or chain"),
-    (["finetune", "trainer=nonexistent"], "finetune overrides"),
-    (["data_prep", "corpus=demo_target", "part.count=0"], "part.count must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train"], "job kind 'train': use one of finetune, pipeline, data_prep"),
+        (["finetune", "cluster.requeue=sometimes"], "cluster.requeue=sometimes: use scontrol or chain"),
+        (["finetune", "trainer=nonexistent"], "trainer=nonexistent: no such option in conf/trainer/"),
+        (["data_prep", "corpus=demo_target", "part.count=0"], "part.count must be a positive integer"),
+    ],
+)
 def test_mistakes_are_one_line_and_exit_code_2(capsys, monkeypatch, tmp_path, argv, message):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stop:

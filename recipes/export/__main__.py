@@ -1,11 +1,12 @@
 """Export a fine-tuning run:  python -m recipes.export run_dir=exp/demo_finetune [checkpoint=best] [average.select=last]
 [onnx.output_dir=exp/demo_finetune/onnx]   (conf/export.yaml says what each key does)."""
+
 import json
 
 import hydra
 from omegaconf import DictConfig
 
-from recipes import register_resolvers
+from recipes.config import register_resolvers
 from recipes.errors import exit_on_usage_error, run_hydra_main
 from recipes.export.pipeline import run
 

@@ -8,6 +8,7 @@ devices), streaming WER per set and lookahead of the exported model beside the b
 normalised), latency per lookahead, the ONNX runtimes' WER when exported, the run's WER-vs-latency plot, the commands
 that reproduce it, and the environment (package versions, git commit, hardware).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from recipes.errors import UsageError, exit_on_usage_error, run_hydra_main
+from recipes.evaluate.reports import RUN_PLOT, latency_table, read_run_reports, wer_table
 from recipes.export.checkpoints import run_config
 from recipes.export.pipeline import EXPORT_RECORD
-from recipes.reports import RUN_PLOT, latency_table, read_run_reports, wer_table
+from recipes.run_dir import write_atomic
 
 CARD = "RESULTS.md"
 PACKAGES = ("torch", "nemo_toolkit", "lightning", "lhotse", "hydra-core", "onnx", "onnxruntime", "sherpa-onnx", "jiwer")
@@ -47,11 +49,18 @@ def data_section(run: DictConfig) -> list[str]:
     if blend_path.is_file():
         blend = json.loads(blend_path.read_text())
         trained = run.data.get("blend_weights") or {}
-        lines += [f"Training blend `{blend['name']}` ({blend_path})"
-                  + (", re-weighted by `data.blend_weights`" if trained else "") + ":", "",
-                  "| corpus | weight | cuts | hours |", "|---|---:|---:|---:|"]
-        lines += [f"| {c['corpus']} | {trained.get(c['corpus'], c['weight'])} | {c['cuts']} | {c['hours']:.2f} |"
-                  for c in blend["corpora"]]
+        lines += [
+            f"Training blend `{blend['name']}` ({blend_path})"
+            + (", re-weighted by `data.blend_weights`" if trained else "")
+            + ":",
+            "",
+            "| corpus | weight | cuts | hours |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {c['corpus']} | {trained.get(c['corpus'], c['weight'])} | {c['cuts']} | {c['hours']:.2f} |"
+            for c in blend["corpora"]
+        ]
         lines += [""]
         corpora = [c["corpus"] for c in blend["corpora"]]
     else:
@@ -63,36 +72,62 @@ def data_section(run: DictConfig) -> list[str]:
             continue
         for split, s in json.loads(summary_path.read_text())["splits"].items():
             reasons = ", ".join(f"{k} {v}" for k, v in s.get("rejected_by_reason", {}).items()) or "-"
-            rows.append(f"| {corpus} | {split} | {s['rows']['kept']} | {s['hours']['kept']:.2f} | "
-                        f"{s['rows']['rejected']} | {reasons} |")
+            rows.append(
+                f"| {corpus} | {split} | {s['rows']['kept']} | {s['hours']['kept']:.2f} | "
+                f"{s['rows']['rejected']} | {reasons} |"
+            )
     if rows:
-        lines += ["Prepared corpora (`data_prep`):", "", "| corpus | split | kept | hours | rejected | reasons |",
-                  "|---|---|---:|---:|---:|---|", *rows, ""]
+        lines += [
+            "Prepared corpora (`data_prep`):",
+            "",
+            "| corpus | split | kept | hours | rejected | reasons |",
+            "|---|---|---:|---:|---:|---|",
+            *rows,
+            "",
+        ]
     return lines
 
 
 def training_section(run: DictConfig, run_dir: Path) -> list[str]:
     reports = read_run_reports(run_dir / "checkpoints")
     trainer, model = run.trainer, run.model
-    return ["## Training", "",
-            f"- base model: `{model.init_from or 'from scratch'}`",
-            f"- steps: {trainer.max_steps} (last checkpoint report: step {reports[-1]['step'] if reports else '-'}), "
-            f"seed {run.get('seed')}",
-            f"- learning rate {model.optim.lr}, {model.optim.get('sched', {}).get('name', 'no schedule')} "
-            f"(warmup {model.optim.get('sched', {}).get('warmup_steps', '-')} steps), "
-            f"batches of {run.data.train_ds.get('batch_duration', '-')} s of audio",
-            f"- lookaheads {list(map(list, model.att_context_size))} with training weights "
-            f"{list(model.att_context_probs) if model.att_context_probs else 'equal'}",
-            f"- devices: {trainer.get('accelerator', '-')} x {trainer.get('devices', '-')}, "
-            f"{trainer.get('num_nodes', 1)} node(s), precision {trainer.get('precision', '-')}", ""]
+    return [
+        "## Training",
+        "",
+        f"- base model: `{model.init_from or 'from scratch'}`",
+        f"- steps: {trainer.max_steps} (last checkpoint report: step {reports[-1]['step'] if reports else '-'}), "
+        f"seed {run.get('seed')}",
+        f"- learning rate {model.optim.lr}, {model.optim.get('sched', {}).get('name', 'no schedule')} "
+        f"(warmup {model.optim.get('sched', {}).get('warmup_steps', '-')} steps), "
+        f"batches of {run.data.train_ds.get('batch_duration', '-')} s of audio",
+        f"- lookaheads {list(map(list, model.att_context_size))} with training weights "
+        f"{list(model.att_context_probs) if model.att_context_probs else 'equal'}",
+        f"- devices: {trainer.get('accelerator', '-')} x {trainer.get('devices', '-')}, "
+        f"{trainer.get('num_nodes', 1)} node(s), precision {trainer.get('precision', '-')}",
+        "",
+    ]
 
 
 def wer_section(base: dict, exported: dict, exported_name: str) -> list[str]:
     rows = {f"base (`{base.get('model', 'base')}`)": base["sets"], f"exported (`{exported_name}`)": exported["sets"]}
-    return ["## Streaming WER (%)", "", "Real cache-aware streaming, one column per dev set and chunk latency.", "",
-            "As written (case and punctuation count):", "", wer_table(rows), "",
-            "Normalised (Whisper English normaliser):", "", wer_table(rows, key="wer_normalized"), "",
-            "## Latency and speed of the exported model", "", latency_table(exported["sets"]), ""]
+    return [
+        "## Streaming WER (%)",
+        "",
+        "Real cache-aware streaming, one column per dev set and chunk latency.",
+        "",
+        "As written (case and punctuation count):",
+        "",
+        wer_table(rows),
+        "",
+        "Normalised (Whisper English normaliser):",
+        "",
+        wer_table(rows, key="wer_normalized"),
+        "",
+        "## Latency and speed of the exported model",
+        "",
+        latency_table(exported["sets"]),
+        "",
+    ]
 
 
 def onnx_section(parity_path: Path) -> list[str]:
@@ -100,10 +135,16 @@ def onnx_section(parity_path: Path) -> list[str]:
 
     if not parity_path.is_file():
         return []
-    return ["## ONNX runtimes", "", f"`{parity_path.parent}` (sherpa-onnx layout; `{parity_path.name}` has the "
-            "figures): WER (%) and real-time factor per runtime on the check utterances, and the utterances whose "
-            "onnxruntime tokens differ from the PyTorch engine's.", "", runtime_table(json.loads(parity_path.read_text())),
-            ""]
+    return [
+        "## ONNX runtimes",
+        "",
+        f"`{parity_path.parent}` (sherpa-onnx layout; `{parity_path.name}` has the "
+        "figures): WER (%) and real-time factor per runtime on the check utterances, and the utterances whose "
+        "onnxruntime tokens differ from the PyTorch engine's.",
+        "",
+        runtime_table(json.loads(parity_path.read_text())),
+        "",
+    ]
 
 
 def commands(run_dir: Path, run: DictConfig, reports: dict[str, str], extra: list[str]) -> list[str]:
@@ -128,8 +169,9 @@ def commands(run_dir: Path, run: DictConfig, reports: dict[str, str], extra: lis
 def _git_commit() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        ).stdout.strip()
         return commit + (" (uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
@@ -153,37 +195,63 @@ def environment_section() -> list[str]:
         except metadata.PackageNotFoundError:
             versions.append(f"{name} (not installed)")
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return ["## Environment", "", "```",
-            f"python {sys.version.split()[0]} on {platform.platform()}",
-            ", ".join(versions),
-            f"git commit {_git_commit()}",
-            f"CPU {_cpu_name()} x {os.cpu_count()}; GPU {', '.join(gpus) if gpus else 'none'}", "```", ""]
+    return [
+        "## Environment",
+        "",
+        "```",
+        f"python {sys.version.split()[0]} on {platform.platform()}",
+        ", ".join(versions),
+        f"git commit {_git_commit()}",
+        f"CPU {_cpu_name()} x {os.cpu_count()}; GPU {', '.join(gpus) if gpus else 'none'}",
+        "```",
+        "",
+    ]
 
 
-def write_card(run_dir: str | Path, base_report: str | Path, exported_report: str | Path,
-               extra_commands: list[str] = (), output: str | Path | None = None, parity: str | Path | None = None
-               ) -> Path:
+def write_card(
+    run_dir: str | Path,
+    base_report: str | Path,
+    exported_report: str | Path,
+    extra_commands: list[str] = (),
+    output: str | Path | None = None,
+    parity: str | Path | None = None,
+) -> Path:
     """Write ``<run_dir>/RESULTS.md`` (or ``output``); returns its path."""
     run_dir = Path(run_dir)
     run = run_config(run_dir)
     base, exported = _read_json(base_report, "base_report"), _read_json(exported_report, "exported_report")
     parity = Path(parity) if parity else run_dir / "onnx" / "parity.json"
     plot = run_dir / "checkpoints" / RUN_PLOT
-    lines = [f"# Results card: {run.get('run_name', run_dir.name)}", "",
-             f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `python -m recipes.export.card`. "
-             f"Exported model: `{exported.get('model', '-')}`.", "",
-             *training_section(run, run_dir), *data_section(run),
-             *wer_section(base, exported, exported.get("model", "exported")), *onnx_section(parity)]
+    lines = [
+        f"# Results card: {run.get('run_name', run_dir.name)}",
+        "",
+        f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `python -m recipes.export.card`. "
+        f"Exported model: `{exported.get('model', '-')}`.",
+        "",
+        *training_section(run, run_dir),
+        *data_section(run),
+        *wer_section(base, exported, exported.get("model", "exported")),
+        *onnx_section(parity),
+    ]
     if plot.is_file():
-        lines += ["## Streaming WER vs latency, every checkpoint", "",
-                  f"![WER vs latency]({os.path.relpath(plot, Path(output or run_dir / CARD).parent)})", ""]
+        lines += [
+            "## Streaming WER vs latency, every checkpoint",
+            "",
+            f"![WER vs latency]({os.path.relpath(plot, Path(output or run_dir / CARD).parent)})",
+            "",
+        ]
     reports = {str(base_report): base.get("model", "-"), str(exported_report): exported.get("model", "-")}
-    lines += ["## Commands", "", "```bash", *commands(run_dir, run, reports, extra_commands), "```", "",
-              *environment_section()]
+    lines += [
+        "## Commands",
+        "",
+        "```bash",
+        *commands(run_dir, run, reports, extra_commands),
+        "```",
+        "",
+        *environment_section(),
+    ]
     path = Path(output) if output else run_dir / CARD
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text("\n".join(lines))
-    os.replace(partial, path)
+    write_atomic(path, lambda tmp: tmp.write_text("\n".join(lines)))
     return path
 
 

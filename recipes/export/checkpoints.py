@@ -5,11 +5,11 @@ Rankings read the ``<checkpoint>.stream_wer.json`` reports ``StreamingEvalCheckp
 ``<run_dir>/averaged/`` (``<run_dir>/run_config.yaml`` still describes it, so evaluation and export load it like any
 other), streamed on the run's dev sets and reported beside itself.
 """
+
 from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -17,11 +17,15 @@ from typing import Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from recipes.checks import RUN_CONFIG, export_checkpoint as resolve_checkpoint  # a name or path, checked readable
 from recipes.errors import UsageError
-from recipes.evaluation import EvalSet, evaluate_model, load_eval_set, write_report
-from recipes.inference import load_model
-from recipes.reports import REPORT_SUFFIX, update_run_reports
+from recipes.evaluate.reports import REPORT_SUFFIX, update_run_reports, write_report
+from recipes.evaluate.run import evaluate_model
+from recipes.evaluate.sets import EvalSet, load_eval_set
+from recipes.model_files import load_model
+from recipes.run_dir import (
+    RUN_CONFIG,  # a name or path, checked readable
+    write_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,8 @@ def step_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     """``(step, path)`` of every checkpoint the run kept, oldest first; ``last.ckpt`` (a copy of the newest) and
     SLURM's ``hpc_ckpt_*`` are left out."""
     found = []
-    for path in sorted((Path(run_dir) / "checkpoints").glob("*.ckpt")):
+    # [!.]: not a write in progress (recipes.run_dir.atomic_path)
+    for path in sorted((Path(run_dir) / "checkpoints").glob("[!.]*.ckpt")):
         if path.name.startswith(("last", "hpc_ckpt")):
             continue
         found.append((int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["global_step"]), path))
@@ -72,8 +77,10 @@ class RankBy:
             raise UsageError(f"rank_by.set={self.set}: not in {report_path} (its sets: {', '.join(sets)})")
         key = f"{self.lookahead_ms}ms"
         if key not in sets[self.set]:
-            raise UsageError(f"rank_by.lookahead_ms={self.lookahead_ms}: not in {report_path} "
-                             f"(its lookaheads: {', '.join(sets[self.set])})")
+            raise UsageError(
+                f"rank_by.lookahead_ms={self.lookahead_ms}: not in {report_path} "
+                f"(its lookaheads: {', '.join(sets[self.set])})"
+            )
         return float(sets[self.set][key][self.metric])
 
 
@@ -86,8 +93,9 @@ def last_checkpoints(run_dir: str | Path, num: int) -> list[Path]:
 
 def best_checkpoints(run_dir: str | Path, rank_by: RankBy, num: int) -> list[Path]:
     """The ``num`` checkpoints with the lowest score (the later one first on a tie), best first."""
-    scored = [(score, -step, path) for step, path in step_checkpoints(run_dir)
-              if (score := rank_by.score(path)) is not None]
+    scored = [
+        (score, -step, path) for step, path in step_checkpoints(run_dir) if (score := rank_by.score(path)) is not None
+    ]
     if not scored:
         raise UsageError(f"run_dir={run_dir}: no checkpoint has a {REPORT_SUFFIX} report to rank by")
     best = sorted(scored)[:num]
@@ -111,17 +119,16 @@ def average_state_dicts(state_dicts: Sequence[dict]) -> dict:
 
 
 def average_checkpoints(paths: Sequence[Path], output: Path) -> Path:
-    """Write the average of ``paths`` as a checkpoint ``recipes.inference.load_model`` loads (weights only: it is
+    """Write the average of ``paths`` as a checkpoint ``recipes.model_files.load_model`` loads (weights only: it is
     for evaluation and export, not for resuming training). Written to a temporary name, then renamed."""
     checkpoints = [torch.load(p, map_location="cpu", weights_only=False) for p in paths]
-    average = {"state_dict": average_state_dicts([c["state_dict"] for c in checkpoints]),
-               "global_step": max(int(c["global_step"]) for c in checkpoints),
-               "epoch": max(int(c.get("epoch", 0)) for c in checkpoints),
-               "averaged_from": [str(p) for p in paths]}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.partial")
-    torch.save(average, partial)
-    os.replace(partial, output)
+    average = {
+        "state_dict": average_state_dicts([c["state_dict"] for c in checkpoints]),
+        "global_step": max(int(c["global_step"]) for c in checkpoints),
+        "epoch": max(int(c.get("epoch", 0)) for c in checkpoints),
+        "averaged_from": [str(p) for p in paths],
+    }
+    write_atomic(output, lambda tmp: torch.save(average, tmp))
     log.info("averaged %s -> %s", ", ".join(p.name for p in paths), output)
     return output
 
@@ -131,9 +138,16 @@ def report_checkpoint(run_dir: str | Path, checkpoint: Path, extra: dict | None 
     and subsets), write ``<checkpoint>.stream_wer.json`` and redraw the table and plot of its directory."""
     callback = run_config(run_dir).callbacks.checkpoint
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    report = evaluate_model(load_model(str(checkpoint)), OmegaConf.to_container(callback.eval_sets),
-                            OmegaConf.to_container(callback.lookaheads), callback.max_utterances, callback.batch_size)
-    path = write_report({"step": int(ckpt["global_step"]), "checkpoint": str(checkpoint), **(extra or {}), **report},
-                        f"{checkpoint}{REPORT_SUFFIX}")
+    report = evaluate_model(
+        load_model(str(checkpoint)),
+        OmegaConf.to_container(callback.eval_sets),
+        OmegaConf.to_container(callback.lookaheads),
+        callback.max_utterances,
+        callback.batch_size,
+    )
+    path = write_report(
+        {"step": int(ckpt["global_step"]), "checkpoint": str(checkpoint), **(extra or {}), **report},
+        f"{checkpoint}{REPORT_SUFFIX}",
+    )
     update_run_reports(checkpoint.parent)
     return path

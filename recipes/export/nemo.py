@@ -6,10 +6,10 @@ training weight with it), and the decoding config is the one ``change_decoding_s
 It is written under a temporary name, restored with ``ASRModel.restore_from``, streamed on a few utterances at every
 lookahead, and renamed into place only if its tokens equal the checkpoint's.
 """
+
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -19,9 +19,11 @@ from nemo.collections.asr.models import ASRModel
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from recipes.errors import UsageError
-from recipes.export.checkpoints import resolve_checkpoint, run_dev_sets
-from recipes.inference import load_model
-from recipes.streaming import StreamingRecognizer, lookahead_ms
+from recipes.export.checkpoints import run_dev_sets
+from recipes.model_files import load_model, resolve_checkpoint
+from recipes.run_dir import atomic_path
+from recipes.streaming.engine import StreamingRecognizer
+from recipes.streaming.geometry import lookahead_ms
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +56,15 @@ def streaming_tokens(model, audios: Sequence[np.ndarray]) -> dict[str, list[list
     """Streaming tokens at every lookahead of the model, keyed ``<ms>ms``."""
     recognizer = StreamingRecognizer(model, batch_size=len(audios))
     features = recognizer.features(audios)
-    return {f"{lookahead_ms(la)}ms": recognizer.stream(audios, la, features).tokens
-            for la in model.encoder.att_context_size_all}
+    return {
+        f"{lookahead_ms(la)}ms": recognizer.stream(audios, la, features).tokens
+        for la in model.encoder.att_context_size_all
+    }
 
 
-def prepare_model(run_dir: str | Path, checkpoint: str, default_lookahead: Sequence[int] | None = None,
-                  decoding: dict | None = None):
+def prepare_model(
+    run_dir: str | Path, checkpoint: str, default_lookahead: Sequence[int] | None = None, decoding: dict | None = None
+):
     """The checkpoint's model with the chosen default lookahead and decoding config applied."""
     model = load_model(str(resolve_checkpoint(run_dir, checkpoint)))
     if default_lookahead is not None:
@@ -74,31 +79,34 @@ def save_checked(model, output: str | Path, check_audios: Sequence[np.ndarray], 
     ``model`` on ``check_audios`` at every lookahead. ``fp16_weights`` halves the file; the check then compares with
     the weights as stored (rounded to float16), which is what restoring gives."""
     output = Path(output).resolve()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.stem}.partial.nemo")
-    if fp16_weights:
-        model.half()
-    model.save_to(str(partial))
-    model.float()
-    try:
+    with atomic_path(output) as partial:
+        if fp16_weights:
+            model.half()
+        model.save_to(str(partial))
+        model.float()
         restored = ASRModel.restore_from(str(partial), map_location=torch.device("cpu")).to(model.device).eval()
         expected, got = streaming_tokens(model, check_audios), streaming_tokens(restored, check_audios)
         differing = [key for key in expected if expected[key] != got.get(key)]
         if differing or list(restored.encoder.att_context_size) != list(model.encoder.att_context_size):
-            raise RuntimeError(f"{partial}: restored model streams differently from the checkpoint at {differing} "
-                               f"(default lookahead {restored.encoder.att_context_size}); not written to {output}")
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, output)
-    log.info("Exported %s (restored and checked on %d utterances at %s)", output, len(check_audios),
-             ", ".join(expected))
+            raise RuntimeError(
+                f"{partial}: restored model streams differently from the checkpoint at {differing} "
+                f"(default lookahead {restored.encoder.att_context_size}); not written to {output}"
+            )
+    log.info(
+        "Exported %s (restored and checked on %d utterances at %s)", output, len(check_audios), ", ".join(expected)
+    )
     return output
 
 
-def export_nemo(run_dir: str | Path, checkpoint: str, output: str | Path, fp16_weights: bool = False,
-                default_lookahead: Sequence[int] | None = None, decoding: dict | None = None,
-                check_audios: Sequence[np.ndarray] | None = None) -> Path:
+def export_nemo(
+    run_dir: str | Path,
+    checkpoint: str,
+    output: str | Path,
+    fp16_weights: bool = False,
+    default_lookahead: Sequence[int] | None = None,
+    decoding: dict | None = None,
+    check_audios: Sequence[np.ndarray] | None = None,
+) -> Path:
     """Rebuild the run's model as training built it, load the checkpoint's weights and write a checked ``.nemo``
     that ``ASRModel.restore_from`` loads on its own. ``check_audios``: default the first 4 utterances of the run's
     first dev set."""

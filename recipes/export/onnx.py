@@ -18,7 +18,7 @@ with no pre-encode cache, so the window that should hold it has 16 frames more. 
 each stream to start with ``lead_frames`` frames of lead-in (any content, silence in practice) and skips the lead
 frames still inside a window (the first one, and the second at 80 ms), subsampling only what follows as NeMo's
 first steps do; the window's step is read from ``cache_last_channel_len``. Windows then fall exactly on
-``recipes.streaming.ChunkPlan``'s chunks, and every window runs through one graph.
+``recipes.streaming.geometry.ChunkPlan``'s chunks, and every window runs through one graph.
 
 In sherpa-onnx the lead-in is ``lead_in_samples`` (metadata) of audio before each stream: 16 frames of 10 ms, plus
 half a hop because its kaldi-native-fbank frames (``snip_edges=false``) are centred 80 samples later than NeMo's.
@@ -29,6 +29,7 @@ Exporter: TorchScript-based ``torch.onnx.export(..., dynamo=False)``, as NeMo's 
 capture NeMo's streaming code as one graph (Python branches on cache sizes, in-place cache updates, the LSTM's
 ``flatten_parameters``); the tracer records exactly the ops one chunk step runs, which is what is exported here.
 """
+
 from __future__ import annotations
 
 import copy
@@ -40,13 +41,19 @@ from typing import Sequence
 import onnx
 import torch
 
-from recipes.streaming import _no_typechecks, evaluation_mode, lookahead_ms
+from recipes.streaming.geometry import lookahead_ms
+from recipes.streaming.modes import evaluation_mode, no_typechecks
 
 log = logging.getLogger(__name__)
 
 ENCODER_INPUTS = ["audio_signal", "length", "cache_last_channel", "cache_last_time", "cache_last_channel_len"]
-ENCODER_OUTPUTS = ["outputs", "encoded_lengths", "cache_last_channel_next", "cache_last_time_next",
-                   "cache_last_channel_next_len"]
+ENCODER_OUTPUTS = [
+    "outputs",
+    "encoded_lengths",
+    "cache_last_channel_next",
+    "cache_last_time_next",
+    "cache_last_channel_next_len",
+]
 OPSET = 17  # NeMo's default for its own exports
 MANIFEST = "export.json"
 
@@ -118,14 +125,19 @@ class _StreamingEncoder(torch.nn.Module):
         super().__init__()
         self.encoder = encoder
         cfg = encoder.streaming_cfg
-        encoder.pre_encode = _SkipLeadIn(encoder.pre_encode, window_geometry(encoder),
-                                         _first_and_later(cfg.pre_encode_cache_size), int(cfg.valid_out_len))
+        encoder.pre_encode = _SkipLeadIn(
+            encoder.pre_encode,
+            window_geometry(encoder),
+            _first_and_later(cfg.pre_encode_cache_size),
+            int(cfg.valid_out_len),
+        )
         cfg.drop_extra_pre_encoded = 0  # dropped by _SkipLeadIn instead
 
     def forward(self, audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len):
         self.encoder.pre_encode.cache_len = cache_last_channel_len
-        return self.encoder.forward_for_export(audio_signal, length, cache_last_channel, cache_last_time,
-                                               cache_last_channel_len)
+        return self.encoder.forward_for_export(
+            audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len
+        )
 
 
 class _PredictionNetwork(torch.nn.Module):
@@ -144,15 +156,34 @@ class _PredictionNetwork(torch.nn.Module):
 def _export_decoder(model, path: Path) -> None:
     decoder = model.decoder
     layers, hidden, batch = decoder.pred_rnn_layers, decoder.pred_hidden, 2
-    example = (torch.full((batch, 1), decoder.blank_idx, dtype=torch.int32), torch.ones(batch, dtype=torch.int32),
-               torch.zeros(layers, batch, hidden), torch.zeros(layers, batch, hidden))
+    example = (
+        torch.full((batch, 1), decoder.blank_idx, dtype=torch.int32),
+        torch.ones(batch, dtype=torch.int32),
+        torch.zeros(layers, batch, hidden),
+        torch.zeros(layers, batch, hidden),
+    )
     names = ["targets", "target_length", "states", "cells"], ["outputs", "prednet_lengths", "states_next", "cells_next"]
-    dynamic = {"targets": {0: "batch"}, "target_length": {0: "batch"}, "states": {1: "batch"}, "cells": {1: "batch"},
-               "outputs": {0: "batch"}, "prednet_lengths": {0: "batch"}, "states_next": {1: "batch"},
-               "cells_next": {1: "batch"}}
-    with _no_typechecks(), torch.no_grad():
-        torch.onnx.export(_PredictionNetwork(decoder).eval(), example, str(path), input_names=names[0],
-                          output_names=names[1], dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
+    dynamic = {
+        "targets": {0: "batch"},
+        "target_length": {0: "batch"},
+        "states": {1: "batch"},
+        "cells": {1: "batch"},
+        "outputs": {0: "batch"},
+        "prednet_lengths": {0: "batch"},
+        "states_next": {1: "batch"},
+        "cells_next": {1: "batch"},
+    }
+    with no_typechecks(), torch.no_grad():
+        torch.onnx.export(
+            _PredictionNetwork(decoder).eval(),
+            example,
+            str(path),
+            input_names=names[0],
+            output_names=names[1],
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            dynamo=False,
+        )
 
 
 def encoder_metadata(model, encoder) -> dict[str, str]:
@@ -163,27 +194,30 @@ def encoder_metadata(model, encoder) -> dict[str, str]:
     geometry = window_geometry(encoder)
     hop = int(round(model.cfg.preprocessor.window_stride * model.cfg.preprocessor.sample_rate))
     normalize = model.cfg.preprocessor.get("normalize", "NA")
-    return {key: str(value) for key, value in {
-        "model_type": "EncDecRNNTBPEModel",
-        "comment": f"cache-aware streaming, RNNT branch of {type(model).__name__}",
-        "version": "1",
-        "att_context_size": json.dumps(list(encoder.att_context_size)),
-        "chunk_size_ms": lookahead_ms(encoder.att_context_size),
-        **geometry,
-        "lead_in_samples": geometry["lead_frames"] * hop + hop // 2,
-        "vocab_size": model.decoder.vocab_size,  # without the blank: sherpa-onnx adds it
-        "subsampling_factor": encoder.subsampling_factor,
-        "feat_dim": encoder._feat_in,
-        "normalize_type": "" if normalize in (None, "NA") else normalize,
-        "pred_rnn_layers": model.decoder.pred_rnn_layers,
-        "pred_hidden": model.decoder.pred_hidden,
-        "cache_last_channel_dim1": len(encoder.layers),
-        "cache_last_channel_dim2": cfg.last_channel_cache_size,
-        "cache_last_channel_dim3": encoder.d_model,
-        "cache_last_time_dim1": len(encoder.layers),
-        "cache_last_time_dim2": encoder.d_model,
-        "cache_last_time_dim3": encoder.conv_context_size[0],
-    }.items()}
+    return {
+        key: str(value)
+        for key, value in {
+            "model_type": "EncDecRNNTBPEModel",
+            "comment": f"cache-aware streaming, RNNT branch of {type(model).__name__}",
+            "version": "1",
+            "att_context_size": json.dumps(list(encoder.att_context_size)),
+            "chunk_size_ms": lookahead_ms(encoder.att_context_size),
+            **geometry,
+            "lead_in_samples": geometry["lead_frames"] * hop + hop // 2,
+            "vocab_size": model.decoder.vocab_size,  # without the blank: sherpa-onnx adds it
+            "subsampling_factor": encoder.subsampling_factor,
+            "feat_dim": encoder._feat_in,
+            "normalize_type": "" if normalize in (None, "NA") else normalize,
+            "pred_rnn_layers": model.decoder.pred_rnn_layers,
+            "pred_hidden": model.decoder.pred_hidden,
+            "cache_last_channel_dim1": len(encoder.layers),
+            "cache_last_channel_dim2": cfg.last_channel_cache_size,
+            "cache_last_channel_dim3": encoder.d_model,
+            "cache_last_time_dim1": len(encoder.layers),
+            "cache_last_time_dim2": encoder.d_model,
+            "cache_last_time_dim3": encoder.conv_context_size[0],
+        }.items()
+    }
 
 
 def _set_metadata(path: Path, metadata: dict[str, str]) -> None:
@@ -202,18 +236,38 @@ def _export_encoder(model, att_context_size: Sequence[int], path: Path) -> dict[
     wrapper = _StreamingEncoder(encoder).eval()
     batch, window = 2, int(metadata["window_size"])
     channel, time_cache, channel_len = encoder.get_initial_cache_state(batch_size=batch)
-    example = (torch.randn(batch, encoder._feat_in, window), torch.full((batch,), window, dtype=torch.int64),
-               channel.transpose(0, 1).contiguous(), time_cache.transpose(0, 1).contiguous(),
-               torch.full((batch,), 3, dtype=torch.int64))
-    dynamic = {"audio_signal": {0: "batch", 2: "frames"}, "length": {0: "batch"}, "cache_last_channel": {0: "batch"},
-               "cache_last_time": {0: "batch"}, "cache_last_channel_len": {0: "batch"},
-               "outputs": {0: "batch", 2: "encoded_frames"}, "encoded_lengths": {0: "batch"},
-               "cache_last_channel_next": {0: "batch"}, "cache_last_time_next": {0: "batch"},
-               "cache_last_channel_next_len": {0: "batch"}}
+    example = (
+        torch.randn(batch, encoder._feat_in, window),
+        torch.full((batch,), window, dtype=torch.int64),
+        channel.transpose(0, 1).contiguous(),
+        time_cache.transpose(0, 1).contiguous(),
+        torch.full((batch,), 3, dtype=torch.int64),
+    )
+    dynamic = {
+        "audio_signal": {0: "batch", 2: "frames"},
+        "length": {0: "batch"},
+        "cache_last_channel": {0: "batch"},
+        "cache_last_time": {0: "batch"},
+        "cache_last_channel_len": {0: "batch"},
+        "outputs": {0: "batch", 2: "encoded_frames"},
+        "encoded_lengths": {0: "batch"},
+        "cache_last_channel_next": {0: "batch"},
+        "cache_last_time_next": {0: "batch"},
+        "cache_last_channel_next_len": {0: "batch"},
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _no_typechecks(), torch.no_grad():
-        torch.onnx.export(wrapper, example, str(path), input_names=ENCODER_INPUTS, output_names=ENCODER_OUTPUTS,
-                          dynamic_axes=dynamic, opset_version=OPSET, do_constant_folding=True, dynamo=False)
+    with no_typechecks(), torch.no_grad():
+        torch.onnx.export(
+            wrapper,
+            example,
+            str(path),
+            input_names=ENCODER_INPUTS,
+            output_names=ENCODER_OUTPUTS,
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     _set_metadata(path, metadata)
     return metadata
 
@@ -235,8 +289,9 @@ def quantize_int8(path: Path) -> Path:
     return out
 
 
-def export_onnx(model, output_dir: str | Path, lookaheads: Sequence[Sequence[int]] | None = None,
-                int8: bool = False) -> dict:
+def export_onnx(
+    model, output_dir: str | Path, lookaheads: Sequence[Sequence[int]] | None = None, int8: bool = False
+) -> dict:
     """Export ``model`` (a cache-aware RNNT or hybrid RNNT+CTC model) into ``output_dir``; returns the manifest
     (also written as ``export.json``). ``lookaheads``: default every lookahead the model was trained with."""
     out = Path(output_dir)
@@ -250,8 +305,7 @@ def export_onnx(model, output_dir: str | Path, lookaheads: Sequence[Sequence[int
         for la in lookaheads:
             key = f"{lookahead_ms(la)}ms"
             metadata = _export_encoder(model, la, out / key / "encoder.onnx")
-            manifest["encoders"][key] = {"att_context_size": la, "encoder": f"{key}/encoder.onnx",
-                                         "metadata": metadata}
+            manifest["encoders"][key] = {"att_context_size": la, "encoder": f"{key}/encoder.onnx", "metadata": metadata}
     if int8:
         for rel in ["decoder.onnx", "joiner.onnx"] + [e["encoder"] for e in manifest["encoders"].values()]:
             quantize_int8(out / rel)

@@ -10,6 +10,7 @@ steps it (after the lead-in, ``recipes.export.onnx``) with its three caches, and
 the export's lead-in before each stream: its own features (kaldi-native-fbank) and its own greedy search, so its
 WER is compared, not its tokens.
 """
+
 from __future__ import annotations
 
 import time
@@ -22,8 +23,9 @@ import onnxruntime as ort
 import torch
 
 from recipes.export.onnx import load_manifest
-from recipes.streaming import (SAMPLE_RATE, ChunkPlan, StreamingRecognizer, Transcripts, evaluation_mode,
-                               lookahead_ms)
+from recipes.streaming.engine import StreamingRecognizer, Transcripts
+from recipes.streaming.geometry import SAMPLE_RATE, ChunkPlan, lookahead_ms
+from recipes.streaming.modes import evaluation_mode
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
@@ -51,7 +53,13 @@ class OnnxStreamingRecognizer:
     PyTorch model the files were exported from (its preprocessor, chunk plan and detokeniser)."""
 
     def __init__(self, onnx_dir: str | Path, model, batch_size: int = 32, int8: bool = False, threads: int = 1):
-        self.dir, self.model, self.batch_size, self.int8, self.threads = Path(onnx_dir), model, batch_size, int8, threads
+        self.dir, self.model, self.batch_size, self.int8, self.threads = (
+            Path(onnx_dir),
+            model,
+            batch_size,
+            int8,
+            threads,
+        )
         self.manifest = load_manifest(self.dir)
         self.decoder = _session(onnx_file(self.dir, self.manifest["decoder"], int8), threads)
         self.joiner = _session(onnx_file(self.dir, self.manifest["joiner"], int8), threads)
@@ -67,17 +75,29 @@ class OnnxStreamingRecognizer:
 
     def initial_cache(self, key: str, batch: int) -> list[np.ndarray]:
         meta = {k: int(v) for k, v in self.manifest["encoders"][key]["metadata"].items() if k.startswith("cache_")}
-        return [np.zeros((batch, meta["cache_last_channel_dim1"], meta["cache_last_channel_dim2"],
-                          meta["cache_last_channel_dim3"]), np.float32),
-                np.zeros((batch, meta["cache_last_time_dim1"], meta["cache_last_time_dim2"],
-                          meta["cache_last_time_dim3"]), np.float32),
-                np.zeros((batch,), np.int64)]
+        return [
+            np.zeros(
+                (
+                    batch,
+                    meta["cache_last_channel_dim1"],
+                    meta["cache_last_channel_dim2"],
+                    meta["cache_last_channel_dim3"],
+                ),
+                np.float32,
+            ),
+            np.zeros(
+                (batch, meta["cache_last_time_dim1"], meta["cache_last_time_dim2"], meta["cache_last_time_dim3"]),
+                np.float32,
+            ),
+            np.zeros((batch,), np.int64),
+        ]
 
     def window(self, key: str, feats: Sequence[torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Window ``step`` of every stream (features (F, T) each) and its length: ``window_size`` frames from
         ``chunk_shift * step`` into the stream after ``lead_frames`` of lead-in (zeros here: the graph skips them)."""
-        meta = {k: int(self.manifest["encoders"][key]["metadata"][k]) for k in ("window_size", "chunk_shift",
-                                                                                 "lead_frames")}
+        meta = {
+            k: int(self.manifest["encoders"][key]["metadata"][k]) for k in ("window_size", "chunk_shift", "lead_frames")
+        }
         size, start = meta["window_size"], meta["chunk_shift"] * step - meta["lead_frames"]
         x = feats[0].new_zeros(len(feats), feats[0].size(0), size)
         lengths = []
@@ -89,9 +109,16 @@ class OnnxStreamingRecognizer:
         return x, torch.tensor(lengths)
 
     def step(self, key: str, chunk: torch.Tensor, lengths: torch.Tensor, cache: list[np.ndarray]) -> EncoderStep:
-        outputs = self.encoder(key).run(None, {
-            "audio_signal": chunk.cpu().numpy().astype(np.float32), "length": lengths.cpu().numpy().astype(np.int64),
-            "cache_last_channel": cache[0], "cache_last_time": cache[1], "cache_last_channel_len": cache[2]})
+        outputs = self.encoder(key).run(
+            None,
+            {
+                "audio_signal": chunk.cpu().numpy().astype(np.float32),
+                "length": lengths.cpu().numpy().astype(np.int64),
+                "cache_last_channel": cache[0],
+                "cache_last_time": cache[1],
+                "cache_last_channel_len": cache[2],
+            },
+        )
         return EncoderStep(outputs[0], outputs[1], list(outputs[2:]))
 
     def _predict(self, tokens: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -122,8 +149,12 @@ class OnnxStreamingRecognizer:
                     mask = emitting.reshape([-1 if a == axis else 1 for a in range(new.ndim)])
                     pred[i] = np.where(mask, new, pred[i])
 
-    def stream(self, audios: Sequence[np.ndarray], att_context_size: Sequence[int],
-               features: Sequence[torch.Tensor] | None = None) -> Transcripts:
+    def stream(
+        self,
+        audios: Sequence[np.ndarray],
+        att_context_size: Sequence[int],
+        features: Sequence[torch.Tensor] | None = None,
+    ) -> Transcripts:
         """Tokens and texts of every waveform at one lookahead, with the compute time of each chunk step."""
         key = f"{lookahead_ms(att_context_size)}ms"
         pytorch = StreamingRecognizer(self.model)
@@ -138,13 +169,28 @@ class OnnxStreamingRecognizer:
         result.texts = pytorch.texts(result.tokens)
         return result
 
-    def _stream_batch(self, key: str, plan: ChunkPlan, feats: list[torch.Tensor], tokens: list[list[int]],
-                      result: Transcripts, ids: list[int]) -> None:
+    def _stream_batch(
+        self,
+        key: str,
+        plan: ChunkPlan,
+        feats: list[torch.Tensor],
+        tokens: list[list[int]],
+        result: Transcripts,
+        ids: list[int],
+    ) -> None:
         total = [plan.steps(f.size(1)) for f in feats]
         cache = self.initial_cache(key, len(feats))
         blank = np.full(len(feats), self.blank)
-        zero_state = [np.zeros((int(self.manifest["encoders"][key]["metadata"]["pred_rnn_layers"]), len(feats),
-                                int(self.manifest["encoders"][key]["metadata"]["pred_hidden"])), np.float32)] * 2
+        zero_state = [
+            np.zeros(
+                (
+                    int(self.manifest["encoders"][key]["metadata"]["pred_rnn_layers"]),
+                    len(feats),
+                    int(self.manifest["encoders"][key]["metadata"]["pred_hidden"]),
+                ),
+                np.float32,
+            )
+        ] * 2
         pred = list(self._predict(blank, zero_state))
         pred = [pred[0], *pred[1]]
         for k in range(max(total)):
@@ -163,8 +209,14 @@ class OnnxStreamingRecognizer:
                 result.compute_seconds[ids[i]] += seconds / rows.sum()
 
 
-def sherpa_transcribe(onnx_dir: str | Path, key: str, audios: Sequence[np.ndarray], int8: bool = False,
-                      threads: int = 1, batch_size: int = 32) -> tuple[list[str], float]:
+def sherpa_transcribe(
+    onnx_dir: str | Path,
+    key: str,
+    audios: Sequence[np.ndarray],
+    int8: bool = False,
+    threads: int = 1,
+    batch_size: int = 32,
+) -> tuple[list[str], float]:
     """Texts of every waveform decoded by ``sherpa_onnx.OnlineRecognizer`` with the encoder of lookahead ``key``,
     and the compute seconds. Each stream starts with the export's lead-in of silence (``lead_in_samples``) and ends
     with two windows of it, so that its last chunk is decoded."""
@@ -174,10 +226,15 @@ def sherpa_transcribe(onnx_dir: str | Path, key: str, audios: Sequence[np.ndarra
     manifest = load_manifest(onnx_dir)
     entry = manifest["encoders"][key]
     recognizer = sherpa_onnx.OnlineRecognizer.from_transducer(
-        tokens=str(onnx_dir / manifest["tokens"]), encoder=str(onnx_file(onnx_dir, entry["encoder"], int8)),
+        tokens=str(onnx_dir / manifest["tokens"]),
+        encoder=str(onnx_file(onnx_dir, entry["encoder"], int8)),
         decoder=str(onnx_file(onnx_dir, manifest["decoder"], int8)),
-        joiner=str(onnx_file(onnx_dir, manifest["joiner"], int8)), num_threads=threads, sample_rate=SAMPLE_RATE,
-        feature_dim=int(entry["metadata"]["feat_dim"]), decoding_method="greedy_search")
+        joiner=str(onnx_file(onnx_dir, manifest["joiner"], int8)),
+        num_threads=threads,
+        sample_rate=SAMPLE_RATE,
+        feature_dim=int(entry["metadata"]["feat_dim"]),
+        decoding_method="greedy_search",
+    )
     lead_in = np.zeros(int(entry["metadata"]["lead_in_samples"]), np.float32)
     tail = np.zeros(int(entry["metadata"]["window_size"]) * SAMPLE_RATE // 100 * 2, np.float32)
     texts, seconds = [], 0.0
@@ -201,14 +258,20 @@ def sherpa_transcribe(onnx_dir: str | Path, key: str, audios: Sequence[np.ndarra
 RUNTIMES = ("pytorch", "onnxruntime", "sherpa", "sherpa_int8")
 
 
-def compare_runtimes(model, onnx_dir: str | Path, eval_sets, lookaheads: Sequence[Sequence[int]] | None = None,
-                     batch_size: int = 32, sherpa: bool = True) -> dict:
+def compare_runtimes(
+    model,
+    onnx_dir: str | Path,
+    eval_sets,
+    lookaheads: Sequence[Sequence[int]] | None = None,
+    batch_size: int = 32,
+    sherpa: bool = True,
+) -> dict:
     """WER (as written) and real-time factor of each runtime on each set and lookahead, and the number of utterances
     whose onnxruntime tokens differ from the PyTorch engine's (0 when the export is exact):
     ``{set: {"<ms>ms": {"pytorch": {"wer", "rtf"}, "onnxruntime": {...}, "sherpa": ..., "sherpa_int8": ...,
     "token_mismatches": n, "utterances": n}}}``. RTF: compute seconds of the chunk steps (features excluded for
     PyTorch and onnxruntime, included for sherpa-onnx) over seconds of audio, one thread."""
-    from recipes.evaluation import word_error_rates
+    from recipes.evaluate.wer import word_error_rates
 
     lookaheads = [list(la) for la in (lookaheads or model.encoder.att_context_size_all)]
     pytorch = StreamingRecognizer(model, batch_size)
@@ -222,8 +285,12 @@ def compare_runtimes(model, onnx_dir: str | Path, eval_sets, lookaheads: Sequenc
         for la in lookaheads:
             key = f"{lookahead_ms(la)}ms"
             ref, got = pytorch.stream(es.audios, la, features), ours.stream(es.audios, la, features)
-            entry = {"utterances": len(es.audios), "token_mismatches": sum(a != b for a, b in zip(ref.tokens, got.tokens)),
-                     "pytorch": (ref.texts, sum(ref.compute_seconds)), "onnxruntime": (got.texts, sum(got.compute_seconds))}
+            entry = {
+                "utterances": len(es.audios),
+                "token_mismatches": sum(a != b for a, b in zip(ref.tokens, got.tokens)),
+                "pytorch": (ref.texts, sum(ref.compute_seconds)),
+                "onnxruntime": (got.texts, sum(got.compute_seconds)),
+            }
             if sherpa:
                 entry["sherpa"] = sherpa_transcribe(onnx_dir, key, es.audios, batch_size=batch_size)
                 if int8:
@@ -239,10 +306,16 @@ def compare_runtimes(model, onnx_dir: str | Path, eval_sets, lookaheads: Sequenc
 def runtime_table(report: dict) -> str:
     """Markdown: one row per set and lookahead, WER (%) and RTF of each runtime, and the token mismatches."""
     present = [r for r in RUNTIMES if any(r in e for by in report.values() for e in by.values())]
-    lines = ["| set | lookahead | utterances | " + " | ".join(f"{r} WER / RTF" for r in present)
-             + " | onnxruntime tokens != PyTorch |", "|---|---:|---:|" + "---:|" * (len(present) + 1)]
+    lines = [
+        "| set | lookahead | utterances | "
+        + " | ".join(f"{r} WER / RTF" for r in present)
+        + " | onnxruntime tokens != PyTorch |",
+        "|---|---:|---:|" + "---:|" * (len(present) + 1),
+    ]
     for name, by_lookahead in report.items():
         for key, e in by_lookahead.items():
             cells = [f"{100 * e[r]['wer']:.1f} / {e[r]['rtf']:.3f}" if r in e else "-" for r in present]
-            lines.append(f"| {name} | {key} | {e['utterances']} | " + " | ".join(cells) + f" | {e['token_mismatches']} |")
+            lines.append(
+                f"| {name} | {key} | {e['utterances']} | " + " | ".join(cells) + f" | {e['token_mismatches']} |"
+            )
     return "\n".join(lines)

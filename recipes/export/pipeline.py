@@ -1,5 +1,6 @@
 """The export stage of a run, as ``conf/export.yaml`` describes it: pick or average a checkpoint, write the checked
 ``.nemo``, and optionally the ONNX files with their parity report."""
+
 from __future__ import annotations
 
 import json
@@ -11,13 +12,22 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from recipes.errors import UsageError
-from recipes.evaluation import load_eval_set
-from recipes.export.checkpoints import (AVERAGED_DIR, RankBy, average_checkpoints, best_checkpoints, last_checkpoints,
-                                        report_checkpoint, resolve_checkpoint, run_config, run_dev_sets)
+from recipes.evaluate.sets import load_eval_set
+from recipes.export.checkpoints import (
+    AVERAGED_DIR,
+    RankBy,
+    average_checkpoints,
+    best_checkpoints,
+    last_checkpoints,
+    report_checkpoint,
+    run_config,
+    run_dev_sets,
+)
 from recipes.export.nemo import prepare_model, save_checked
 from recipes.export.onnx import export_onnx
 from recipes.export.onnx_streaming import compare_runtimes, runtime_table
-from recipes.streaming import lookahead_ms
+from recipes.model_files import resolve_checkpoint
+from recipes.streaming.geometry import lookahead_ms
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +100,13 @@ def run(cfg: DictConfig) -> dict:
     model = prepare_model(cfg.run_dir, str(checkpoint), lookahead, decoding)
     sets = check_sets(cfg)
     nemo = save_checked(model, cfg.nemo.output, sets[0].audios, cfg.nemo.fp16_weights)
-    written = {"checkpoint": str(checkpoint), "averaged": str(averaged) if averaged else None, "nemo": str(nemo),
-               "onnx": None, "parity": None}
+    written = {
+        "checkpoint": str(checkpoint),
+        "averaged": str(averaged) if averaged else None,
+        "nemo": str(nemo),
+        "onnx": None,
+        "parity": None,
+    }
     if cfg.onnx.output_dir:
         out = Path(cfg.onnx.output_dir)
         export_onnx(model, out, int8=cfg.onnx.int8)
@@ -100,8 +115,10 @@ def run(cfg: DictConfig) -> dict:
         print(runtime_table(parity))
         mismatches = sum(e["token_mismatches"] for by in parity.values() for e in by.values())
         if mismatches:
-            raise RuntimeError(f"{out}: onnxruntime tokens differ from the PyTorch engine's on {mismatches} "
-                               f"utterance-lookaheads (see {out / PARITY_REPORT})")
+            raise RuntimeError(
+                f"{out}: onnxruntime tokens differ from the PyTorch engine's on {mismatches} "
+                f"utterance-lookaheads (see {out / PARITY_REPORT})"
+            )
         written.update(onnx=str(out), parity=str(out / PARITY_REPORT))
     command = "python -m recipes.export " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     (Path(cfg.run_dir) / EXPORT_RECORD).write_text(json.dumps({**written, "command": command}, indent=1))

@@ -1,0 +1,47 @@
+"""Evaluation sets: utterances and references from a Lhotse cuts manifest, sharded over ranks; one audio file read as the engine needs it."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from lhotse import CutSet, Recording
+
+from recipes.streaming.geometry import SAMPLE_RATE
+
+
+@dataclass
+class EvalSet:
+    name: str
+    ids: list[str]
+    audios: list[np.ndarray]
+    texts: list[str]
+
+    def shard(self, rank: int, world_size: int) -> "EvalSet":
+        """Every ``world_size``-th utterance from ``rank``: how ranks split an evaluation."""
+        return EvalSet(
+            self.name, self.ids[rank::world_size], self.audios[rank::world_size], self.texts[rank::world_size]
+        )
+
+
+def load_eval_set(name: str, cuts_path: str | Path, max_utterances: int | None = None, seed: int = 0) -> EvalSet:
+    """Load a prepared Lhotse cut manifest (``cuts.jsonl.gz``) into memory as 16 kHz mono audio; with
+    ``max_utterances``, a fixed random subset so every checkpoint is scored on the same utterances."""
+    cuts = CutSet.from_file(cuts_path).to_eager()
+    if max_utterances is not None and len(cuts) > max_utterances:
+        keep = set(random.Random(seed).sample(sorted(cuts.ids), max_utterances))
+        cuts = cuts.filter(lambda c: c.id in keep).to_eager()
+    ids, audios, texts = [], [], []
+    for cut in cuts:
+        ids.append(cut.id)
+        audios.append(cut.resample(SAMPLE_RATE).load_audio()[0])
+        texts.append(" ".join(s.text for s in cut.supervisions))
+    return EvalSet(name, ids, audios, texts)
+
+
+def load_audio_file(path: str | Path) -> np.ndarray:
+    """A wav/flac/opus/... file as 16 kHz mono float32 (channels averaged)."""
+    audio = Recording.from_file(str(path)).resample(SAMPLE_RATE).load_audio()
+    return audio.mean(axis=0).astype(np.float32)

@@ -1,0 +1,90 @@
+"""Build the cache-aware FastConformer-RNNT to train: restored from a ``.nemo`` / pretrained name, or from scratch.
+
+Both paths end in one NeMo model config, so the released 0.6B checkpoint and the embedded tiny model
+go through exactly the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+from hydra.utils import get_class
+from lightning.pytorch import Trainer
+from nemo.collections.asr.models import ASRModel
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from recipes.finetune.loss import use_vectorized_loss
+from recipes.model_files import resolve_model_file
+
+log = logging.getLogger(__name__)
+
+VECTORIZED = "vectorized"  # rnnt_loss name of recipes.finetune.loss.VectorizedRNNTLoss
+
+
+def normalised_probs(att_context_size: list, att_context_probs: list | None) -> list[float]:
+    """One weight per lookahead summing to exactly 1.0, as NeMo's encoder demands (it compares with ``!= 1``);
+    ``recipes.checks`` has made sure they sum to 1 up to float rounding."""
+    if att_context_probs is None:
+        att_context_probs = [1.0] * len(att_context_size)
+    weights = [Fraction(p).limit_denominator(10**6) for p in att_context_probs]
+    total = sum(weights)
+    probs = [float(w / total) for w in weights[:-1]]
+    probs.append(1.0 - sum(probs))
+    return probs
+
+
+def resolve_rnnt_loss(name: str, trainer: Trainer | None) -> str:
+    """``auto``: this repo's vectorised PyTorch RNNT loss on CPU (NeMo's kernels are slow there), NeMo's
+    default CUDA kernels on GPU."""
+    if name != "auto":
+        return name
+    on_gpu = trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
+    return "default" if on_gpu else VECTORIZED
+
+
+def model_config(cfg: DictConfig, trainer: Trainer | None = None) -> tuple[DictConfig, Path | None]:
+    """The NeMo config to build (base config of ``init_from`` or ``architecture``) with the recipe's overrides
+    applied, and the ``.nemo`` whose weights to load (None when training from scratch)."""
+    if cfg.init_from:
+        checkpoint = resolve_model_file(cfg.init_from, "model.init_from")
+        nemo_cfg = ASRModel.restore_from(str(checkpoint), return_config=True, map_location=torch.device("cpu"))
+    else:
+        checkpoint = None
+        nemo_cfg = OmegaConf.create(OmegaConf.to_container(cfg.architecture, resolve=True))
+    with open_dict(nemo_cfg):
+        # NeMo keeps the restored encoder's lookaheads unless the config it is built from says otherwise.
+        nemo_cfg.encoder.att_context_size = OmegaConf.to_container(cfg.att_context_size)
+        nemo_cfg.encoder.att_context_probs = normalised_probs(cfg.att_context_size, cfg.att_context_probs)
+        loss_name = resolve_rnnt_loss(cfg.rnnt_loss, trainer)
+        # NeMo knows only its own loss names: the vectorised loss is swapped in by build_model.
+        nemo_cfg.loss = {"loss_name": "pytorch" if loss_name == VECTORIZED else loss_name}
+        nemo_cfg.spec_augment = OmegaConf.to_container(cfg.spec_augment, resolve=True)
+        nemo_cfg.optim = OmegaConf.to_container(cfg.optim, resolve=True)
+        # Data loaders are attached by the recipe; never let NeMo build the ones stored in a checkpoint.
+        for key in ("train_ds", "validation_ds", "test_ds"):
+            nemo_cfg.pop(key, None)
+    return nemo_cfg, checkpoint
+
+
+def build_model(cfg: DictConfig, trainer: Trainer | None = None) -> ASRModel:
+    """Instantiate the model described by the ``model`` config group, weights loaded when ``init_from`` is set."""
+    nemo_cfg, checkpoint = model_config(cfg, trainer)
+    if checkpoint is None:
+        model = get_class(cfg.model_class)(cfg=nemo_cfg, trainer=trainer)
+    else:
+        model = ASRModel.restore_from(
+            str(checkpoint), override_config_path=nemo_cfg, map_location=torch.device("cpu"), trainer=trainer
+        )
+    if resolve_rnnt_loss(cfg.rnnt_loss, trainer) == VECTORIZED:
+        use_vectorized_loss(model.loss)
+    log.info(
+        "Model: %s, %.1fM parameters, lookaheads %s with probs %s",
+        type(model).__name__,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        model.encoder.att_context_size_all,
+        model.encoder.att_context_probs,
+    )
+    return model

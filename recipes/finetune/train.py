@@ -1,0 +1,89 @@
+"""Fine-tuning (or pre-training) of the cache-aware FastConformer-RNNT with plain Lightning."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from pathlib import Path
+
+import lightning.pytorch as pl
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from recipes.checks import check_finetune
+from recipes.finetune.model import build_model
+from recipes.finetune.resume import ResumableBatches, newest_complete_checkpoint
+from recipes.run_dir import RUN_CONFIG
+
+log = logging.getLogger(__name__)
+
+FINISHED = "finished.json"  # written when training reached max_steps; scripts skip a finished run by it
+
+
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """``ckpt_path`` when given; else, with ``resume`` on, the run's newest complete checkpoint (see
+    :func:`recipes.finetune.resume.newest_complete_checkpoint`)."""
+    if cfg.ckpt_path:
+        return cfg.ckpt_path
+    newest = newest_complete_checkpoint(Path(cfg.paths.run_dir)) if cfg.resume else None
+    if newest is not None:
+        log.info("Resuming from %s", newest)
+    return None if newest is None else str(newest)
+
+
+def train_data_config(train_ds: DictConfig, global_rank: int) -> DictConfig:
+    """The training loader's config for this rank, resolved (NeMo keeps it in the model config).
+
+    ``shard_seed: randomized`` gives each Lhotse dataloader worker its own shard order, but with ``num_workers: 0``
+    Lhotse takes the seed from Python's global RNG state, which is the same on every rank: each rank would read
+    the same batches. An iterable (Shar, ``input_cfg``) loader then gets ``seed + rank`` instead; a map-style
+    one (``cuts_path``) is split across ranks by its sampler, which needs the same seed everywhere."""
+    resolved = OmegaConf.to_container(train_ds, resolve=True)
+    iterable = any(resolved.get(key) for key in ("input_cfg", "shar_path", "is_tarred"))
+    if resolved.get("shard_seed") == "randomized" and not resolved.get("num_workers") and iterable:
+        resolved["shard_seed"] = resolved["seed"] + global_rank
+    return OmegaConf.create(resolved)
+
+
+def build_loggers(logger_cfg: DictConfig, run_dir: Path) -> list:
+    """Instantiate the configured loggers; a wandb run keeps one id per run directory so a resumed or
+    requeued job continues the same run."""
+    loggers = []
+    for conf in (logger_cfg or {}).values():
+        overrides = {}
+        if "WandbLogger" in conf._target_ and not conf.get("id"):
+            id_file = run_dir / "wandb_run_id"
+            if not id_file.is_file():
+                id_file.write_text(uuid.uuid4().hex[:12])
+            overrides["id"] = id_file.read_text().strip()
+        loggers.append(instantiate(conf, **overrides))
+    return loggers
+
+
+def train(cfg: DictConfig) -> pl.Trainer:
+    """Build everything from ``cfg`` and fit; returns the finished trainer."""
+    check_finetune(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.paths.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # The run's own record of what it trained: export and evaluation rebuild the model from it.
+    OmegaConf.save(cfg, run_dir / RUN_CONFIG, resolve=True)
+    (run_dir / FINISHED).unlink(missing_ok=True)  # a longer schedule (larger max_steps) makes it unfinished
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    if cfg.get("adapt"):  # freezing, per-module learning rates, L2-SP (recipes.finetune.callbacks.adaptation)
+        callbacks.append(instantiate(cfg.adapt))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg.logger, run_dir))
+    model = build_model(cfg.model, trainer)
+    # NeMo stores these in the model config: hand it resolved copies, free of this config's interpolations.
+    model.setup_training_data(train_data_config(cfg.data.train_ds, trainer.global_rank))
+    model.setup_validation_data(OmegaConf.create(OmegaConf.to_container(cfg.data.validation_ds, resolve=True)))
+    # NeMo keeps the loader it built in _train_dl; Lightning gets it as a resumable stream.
+    trainer.fit(model, train_dataloaders=ResumableBatches(model._train_dl, trainer), ckpt_path=resume_checkpoint(cfg))
+    if trainer.is_global_zero and trainer.global_step >= cfg.trainer.max_steps:
+        (run_dir / FINISHED).write_text(json.dumps({"step": trainer.global_step}) + "\n")
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()  # else a later training in this process would log into this run
+    return trainer

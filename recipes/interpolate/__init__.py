@@ -1,0 +1,1 @@
+"""WiSE-FT weight interpolation between a base model and its fine-tune."""

@@ -1,0 +1,167 @@
+"""Model files a user names: a .nemo, a Lightning .ckpt or a pretrained name, resolved and checked readable without importing NeMo, and loaded for inference."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tarfile
+import zipfile
+from pathlib import Path
+
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from recipes.errors import UsageError, first_line
+from recipes.run_dir import run_config_of
+
+STREAMING_CHECKPOINT = "nvidia/nemotron-speech-streaming-en-0.6b"
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+
+
+def nemo_config(path: Path, key: str) -> DictConfig:
+    """The model config inside a ``.nemo`` (a tar archive), read without building the model. Raises a
+    :class:`UsageError` naming ``key`` and the file when the archive is truncated, corrupt or not a ``.nemo``."""
+    redo = "copy or download it again"
+    try:
+        with tarfile.open(path) as tar:
+            members = tar.getmembers()
+            size = path.stat().st_size
+            short = next((m.name for m in members if m.isfile() and m.offset_data + m.size > size), None)
+            if short:
+                raise UsageError(
+                    f"{key}={path}: the .nemo is truncated ({Path(short).name} runs past the end of the file): {redo}"
+                )
+            by_name = {Path(m.name).name: m for m in members}
+            if "model_config.yaml" not in by_name or "model_weights.ckpt" not in by_name:
+                raise UsageError(
+                    f"{key}={path}: not a .nemo model (no model_config.yaml and model_weights.ckpt "
+                    f"inside): give a .nemo saved by NeMo"
+                )
+            return OmegaConf.create(yaml.safe_load(tar.extractfile(by_name["model_config.yaml"])))
+    except (tarfile.TarError, EOFError, OSError, yaml.YAMLError) as err:
+        raise UsageError(
+            f"{key}={path}: not a readable .nemo archive ({first_line(err)}): the file is truncated or corrupt; {redo}"
+        ) from None
+
+
+def check_lightning_checkpoint(path: Path, key: str) -> None:
+    """A Lightning ``.ckpt`` is a zip archive (``torch.save``); a truncated one has lost its central directory."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.endswith("data.pkl") for name in archive.namelist()):
+                raise UsageError(f"{key}={path}: not a PyTorch checkpoint (no data.pkl inside)")
+    except (zipfile.BadZipFile, OSError) as err:
+        raise UsageError(
+            f"{key}={path}: not a readable checkpoint ({first_line(err)}): the file is truncated or "
+            f"corrupt; use another checkpoint of the run"
+        ) from None
+
+
+def is_path_like(spec: str) -> bool:
+    """A ``.nemo``/``.ckpt`` or anything written like a path; otherwise ``spec`` is a pretrained model name."""
+    return Path(spec).suffix in (".nemo", ".ckpt") or spec.startswith(("/", ".", "~")) or Path(spec).exists()
+
+
+def hub_reachable(name: str, timeout: float = 3.0) -> bool:
+    """Whether the hub NeMo fetches ``name`` from answers (Hugging Face for ``org/name``, NGC otherwise)."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":  # Hugging Face's own switch for "no network"
+        return False
+    host = "huggingface.co" if "/" in name else "api.ngc.nvidia.com"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def cached_pretrained(name: str) -> Path | None:
+    """A ``.nemo`` of ``name`` already in the Hugging Face cache (usable without network)."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    found = sorted((Path(HF_HUB_CACHE) / f"models--{name.replace('/', '--')}").glob("snapshots/*/*.nemo"))
+    return found[-1] if found else None
+
+
+def resolve_model_file(spec: str, key: str) -> Path:
+    """The local ``.nemo`` or ``.ckpt`` that ``spec`` (the value of ``key``) names, checked to be complete; a
+    pretrained name is fetched by NeMo (or found in the cache). Raises :class:`UsageError` otherwise."""
+    spec = str(spec)
+    path = Path(spec).expanduser()
+    if is_path_like(spec):
+        if not path.is_file():
+            raise UsageError(f"{key}={spec}: no such file: give the path of a .nemo (or of a run's .ckpt)")
+        if path.suffix == ".ckpt":
+            check_lightning_checkpoint(path, key)
+            if not run_config_of(path).is_file():
+                raise UsageError(
+                    f"{key}={spec}: a .ckpt is rebuilt with its run's config, expected at "
+                    f"{run_config_of(path)}: give a checkpoint inside <run_dir>/checkpoints/, or a .nemo"
+                )
+        else:
+            nemo_config(path, key)
+        return path
+    cached = cached_pretrained(spec)
+    if cached:
+        return cached
+    if not hub_reachable(spec):
+        raise UsageError(
+            f"{key}={spec}: not a file, and no network to fetch a pretrained model from here: "
+            f"download the .nemo where there is network and pass its path ({key}=/path/model.nemo)"
+        )
+    from nemo.collections.asr.models import ASRModel
+
+    try:
+        return Path(ASRModel.from_pretrained(spec, return_model_file=True))
+    except Exception as err:  # NeMo raises whatever its hub client raises for an unknown name
+        raise UsageError(
+            f"{key}={spec}: not a file, and NeMo could not fetch it as a pretrained model "
+            f"({first_line(err)}): check the name, or pass the path of a .nemo"
+        ) from None
+
+
+def nemo_tokenizer_size(path: Path) -> int | None:
+    """Pieces of the SentencePiece tokenizer inside a ``.nemo`` (None when it has none)."""
+    import sentencepiece as spm
+
+    with tarfile.open(path) as tar:
+        member = next((m for m in tar.getmembers() if m.name.endswith("tokenizer.model")), None)
+        if member is None:
+            return None
+        return spm.SentencePieceProcessor(model_proto=tar.extractfile(member).read()).get_piece_size()
+
+
+def resolve_checkpoint(run_dir: str | Path, checkpoint: str) -> Path:
+    """``checkpoint`` as a path, or as a file name (``.ckpt`` optional) inside ``<run_dir>/checkpoints``; checked."""
+    run_dir = Path(run_dir)
+    for candidate in (
+        Path(checkpoint),
+        run_dir / "checkpoints" / checkpoint,
+        run_dir / "checkpoints" / f"{checkpoint}.ckpt",
+    ):
+        if candidate.is_file():
+            return resolve_model_file(str(candidate), "checkpoint")
+    raise UsageError(
+        f"checkpoint={checkpoint}: not found as a path or in {run_dir / 'checkpoints'}: give a file "
+        f"name there (e.g. checkpoint=last) or a path (and check run_dir={run_dir})"
+    )
+
+
+def load_model(spec: str, key: str = "model"):
+    """``spec`` is the value of ``key`` (named in any error); ``.ckpt`` files are rebuilt with the config of
+    the run they belong to (``<run_dir>/run_config.yaml``)."""
+    from nemo.collections.asr.models import ASRModel  # NeMo's ~10 s import only where a model is loaded
+
+    from recipes.finetune.model import build_model
+
+    path = resolve_model_file(spec, key)
+    if path.suffix == ".ckpt":
+        model = build_model(OmegaConf.load(run_config_of(path)).model)
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
+    else:
+        model = ASRModel.restore_from(str(path), map_location=torch.device("cpu"))
+    if torch.cuda.is_available():
+        model = model.cuda()
+    return model.eval()

@@ -1,0 +1,1 @@
+"""The cache-aware streaming engine: chunk geometry, cached attention projections, CPU kernels, decoders."""
