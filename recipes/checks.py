@@ -415,7 +415,7 @@ def check_finetune(cfg: DictConfig) -> None:
     checkpoint = None
     if model.init_from:
         try:
-            checkpoint = resolve_model_file(model.init_from, "model.init_from")
+            checkpoint = resolve_model_file(model.init_from, "model.init_from", model.get("init_revision"))
         except UsageError as err:
             problems.append(str(err))
     if not problems:  # the interpolations read files the checks above have just found

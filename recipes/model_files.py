@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import tarfile
@@ -77,17 +78,74 @@ def hub_reachable(name: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def cached_pretrained(name: str) -> Path | None:
-    """A ``.nemo`` of ``name`` already in the Hugging Face cache (usable without network)."""
+def pretrained_cache_dir(name: str) -> Path:
+    """Where huggingface_hub keeps ``name``: ``refs/<branch or tag>`` (the commit each one was last fetched at)
+    and ``snapshots/<commit>/`` (the files)."""
     from huggingface_hub.constants import HF_HUB_CACHE
 
-    found = sorted((Path(HF_HUB_CACHE) / f"models--{name.replace('/', '--')}").glob("snapshots/*/*.nemo"))
-    return found[-1] if found else None
+    return Path(HF_HUB_CACHE) / f"models--{name.replace('/', '--')}"
 
 
-def resolve_model_file(spec: str, key: str) -> Path:
+def cached_pretrained(name: str, revision: str | None = None, key: str = "model.init_from") -> Path | None:
+    """The ``.nemo`` of ``name`` at ``revision`` (a branch, a tag or a commit, abbreviated or not; None: the hub's
+    main branch) already in the Hugging Face cache, found through the cache's own refs: a newer snapshot of main
+    is the one ``refs/main`` names, whatever the hashes' order."""
+    repo = pretrained_cache_dir(name)
+    ref = repo / "refs" / (revision or "main")
+    commit = ref.read_text().strip() if ref.is_file() else revision
+    if not commit:
+        return None
+    found = sorted(p for p in (repo / "snapshots").glob("*/*.nemo") if p.parent.name.startswith(commit))
+    if len({p.parent for p in found}) > 1:
+        raise UsageError(
+            f"{key}={name}: revision {commit} matches {len(found)} cached snapshots "
+            f"({', '.join(p.parent.name[:12] for p in found)}): give more of the commit hash"
+        )
+    return found[0] if found else None
+
+
+def fetch_pretrained(name: str, revision: str | None, key: str) -> Path:
+    """Download ``name`` at ``revision`` from the hub: the Hugging Face Hub for ``org/name`` (any revision), else
+    NGC through NeMo (its latest version only)."""
+    try:
+        if "/" not in name:
+            if revision:
+                raise UsageError(
+                    f"model.init_revision={revision}: revisions are for Hugging Face names (org/name), "
+                    f"not {key}={name}: drop it"
+                )
+            from nemo.collections.asr.models import ASRModel
+
+            return Path(ASRModel.from_pretrained(name, return_model_file=True))
+        from huggingface_hub import HfApi, hf_hub_download
+
+        files = [f for f in HfApi().list_repo_files(name, revision=revision) if f.endswith(".nemo")]
+        if len(files) != 1:
+            raise UsageError(f"{key}={name}: expected one .nemo in the repository, found {files or 'none'}")
+        return Path(hf_hub_download(name, files[0], revision=revision))
+    except UsageError:
+        raise
+    except Exception as err:  # the hub clients raise their own errors for an unknown name or revision
+        raise UsageError(
+            f"{key}={name}: not a file, and it could not be fetched as a pretrained model at revision "
+            f"{revision or 'main'} ({first_line(err)}): check the name and revision, or pass the path of a .nemo"
+        ) from None
+
+
+def file_record(path: Path, spec: str, revision: str | None) -> dict:
+    """What a run records of the model file it started from: the name or path given, the revision, the local file
+    it resolved to and its SHA-256 (so the same weights can be found again, whatever the hub serves later)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return {"given": spec, "revision": revision, "path": str(Path(path).resolve()), "sha256": digest.hexdigest()}
+
+
+def resolve_model_file(spec: str, key: str, revision: str | None = None) -> Path:
     """The local ``.nemo`` or ``.ckpt`` that ``spec`` (the value of ``key``) names, checked to be complete; a
-    pretrained name is fetched by NeMo (or found in the cache). Raises :class:`UsageError` otherwise."""
+    pretrained name (at ``revision``) is taken from the local cache, else fetched from the hub. Raises
+    :class:`UsageError` otherwise."""
     spec = str(spec)
     path = Path(spec).expanduser()
     if is_path_like(spec):
@@ -103,23 +161,15 @@ def resolve_model_file(spec: str, key: str) -> Path:
         else:
             nemo_config(path, key)
         return path
-    cached = cached_pretrained(spec)
+    cached = cached_pretrained(spec, revision, key)
     if cached:
         return cached
     if not hub_reachable(spec):
         raise UsageError(
-            f"{key}={spec}: not a file, and no network to fetch a pretrained model from here: "
-            f"download the .nemo where there is network and pass its path ({key}=/path/model.nemo)"
+            f"{key}={spec}: not a file, no cached copy at revision {revision or 'main'}, and no network to fetch "
+            f"it from here: download the .nemo where there is network and pass its path ({key}=/path/model.nemo)"
         )
-    from nemo.collections.asr.models import ASRModel
-
-    try:
-        return Path(ASRModel.from_pretrained(spec, return_model_file=True))
-    except Exception as err:  # NeMo raises whatever its hub client raises for an unknown name
-        raise UsageError(
-            f"{key}={spec}: not a file, and NeMo could not fetch it as a pretrained model "
-            f"({first_line(err)}): check the name, or pass the path of a .nemo"
-        ) from None
+    return fetch_pretrained(spec, revision, key)
 
 
 def nemo_tokenizer_size(path: Path) -> int | None:
@@ -158,7 +208,11 @@ def load_model(spec: str, key: str = "model"):
 
     path = resolve_model_file(spec, key)
     if path.suffix == ".ckpt":
-        model = build_model(OmegaConf.load(run_config_of(path)).model)
+        run = OmegaConf.load(run_config_of(path))
+        recorded = run.get("init_from_file")
+        if recorded and Path(recorded.path).is_file():  # the very file training started from: no hub needed
+            run.model.init_from, run.model.init_revision = recorded.path, None
+        model = build_model(run.model)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
     else:
         model = ASRModel.restore_from(str(path), map_location=torch.device("cpu"))

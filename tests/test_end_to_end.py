@@ -1,10 +1,12 @@
 """data -> pre-train -> checkpoint -> streaming evaluation -> export -> restore -> fine-tune -> resume, on CPU."""
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from tbparse import SummaryReader
 
 from recipes.config import CONF, compose_config
@@ -108,5 +110,8 @@ def test_finetune_from_nemo_with_lookahead_weights_then_resume(pretrained):
         resumed = train(compose_config(CONF, "finetune", [*overrides, "trainer.max_steps=6"]))
     assert resumed.global_step == 6
     assert (run_dir / "wandb_run_id").read_text() == wandb_id
+    recorded = OmegaConf.load(run_dir / "run_config.yaml").init_from_file
+    assert recorded.path == str(Path(nemo).resolve())
+    assert recorded.sha256 == hashlib.sha256(Path(nemo).read_bytes()).hexdigest()
     assert_streaming_reports(run_dir, [3, 6])
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) >= 1

@@ -91,10 +91,12 @@ def data_section(run: DictConfig) -> list[str]:
 def training_section(run: DictConfig, run_dir: Path) -> list[str]:
     reports = read_run_reports(run_dir / "checkpoints")
     trainer, model = run.trainer, run.model
+    init = run.get("init_from_file")
     return [
         "## Training",
         "",
-        f"- base model: `{model.init_from or 'from scratch'}`",
+        f"- base model: `{model.init_from or 'from scratch'}`"
+        + (f" (revision {init.revision or 'main'}: `{init.path}`, SHA-256 `{init.sha256}`)" if init else ""),
         f"- steps: {trainer.max_steps} (last checkpoint report: step {reports[-1]['step'] if reports else '-'}), "
         f"seed {run.get('seed')}",
         f"- learning rate {model.optim.lr}, {model.optim.get('sched', {}).get('name', 'no schedule')} "

@@ -49,7 +49,7 @@ def model_config(cfg: DictConfig, trainer: Trainer | None = None) -> tuple[DictC
     """The NeMo config to build (base config of ``init_from`` or ``architecture``) with the recipe's overrides
     applied, and the ``.nemo`` whose weights to load (None when training from scratch)."""
     if cfg.init_from:
-        checkpoint = resolve_model_file(cfg.init_from, "model.init_from")
+        checkpoint = resolve_model_file(cfg.init_from, "model.init_from", cfg.get("init_revision"))
         nemo_cfg = ASRModel.restore_from(str(checkpoint), return_config=True, map_location=torch.device("cpu"))
     else:
         checkpoint = None

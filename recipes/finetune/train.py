@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from recipes.checks import check_finetune
 from recipes.finetune.model import build_model
 from recipes.finetune.resume import ResumableBatches, newest_complete_checkpoint
+from recipes.model_files import file_record, resolve_model_file
 from recipes.run_dir import RUN_CONFIG
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,11 @@ def train(cfg: DictConfig) -> pl.Trainer:
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # The run's own record of what it trained: export and evaluation rebuild the model from it.
-    OmegaConf.save(cfg, run_dir / RUN_CONFIG, resolve=True)
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.model.init_from:  # the file a name or path resolved to, so the same weights can be found again
+        init_file = resolve_model_file(cfg.model.init_from, "model.init_from", cfg.model.get("init_revision"))
+        run_config["init_from_file"] = file_record(init_file, cfg.model.init_from, cfg.model.get("init_revision"))
+    OmegaConf.save(OmegaConf.create(run_config), run_dir / RUN_CONFIG)
     (run_dir / FINISHED).unlink(missing_ok=True)  # a longer schedule (larger max_steps) makes it unfinished
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
     if cfg.get("adapt"):  # freezing, per-module learning rates, L2-SP (recipes.finetune.callbacks.adaptation)
