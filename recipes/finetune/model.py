@@ -16,8 +16,10 @@ from lightning.pytorch import Trainer
 from nemo.collections.asr.models import ASRModel
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from recipes.errors import UsageError
 from recipes.finetune.loss import use_vectorized_loss
-from recipes.model_files import resolve_model_file
+from recipes.finetune.trained_with import Setting, keep_trained_with, loss_settings, settings_table, with_loss_name
+from recipes.model_files import nemo_config, resolve_model_file
 
 log = logging.getLogger(__name__)
 
@@ -45,33 +47,48 @@ def resolve_rnnt_loss(name: str, trainer: Trainer | None) -> str:
     return "default" if on_gpu else VECTORIZED
 
 
-def model_config(cfg: DictConfig, trainer: Trainer | None = None) -> tuple[DictConfig, Path | None]:
-    """The NeMo config to build (base config of ``init_from`` or ``architecture``) with the recipe's overrides
-    applied, and the ``.nemo`` whose weights to load (None when training from scratch)."""
+def loss_for(nemo_cfg: DictConfig, implementation: str) -> DictConfig:
+    """The model's loss section as ``implementation`` computes it: this repo's vectorised loss stands in for the
+    model's own NeMo loss (swapped in by :func:`build_model`), a NeMo loss named on purpose replaces it. FastEmit
+    and clamp go along; NeMo's pure-PyTorch loss has neither, so a model that trains with them refuses it."""
+    if implementation == VECTORIZED:
+        return nemo_cfg.loss
+    settings = loss_settings(nemo_cfg.loss)
+    if implementation == "pytorch" and (settings["fastemit_lambda"] or settings["clamp"] > 0):
+        raise UsageError(
+            f"model.rnnt_loss=pytorch: NeMo's pytorch RNNT loss has no FastEmit or clamp, and the model trains with "
+            f"fastemit_lambda={settings['fastemit_lambda']:g}, clamp={settings['clamp']:g}: use model.rnnt_loss="
+            f"vectorized (or auto), or set model.loss.fastemit_lambda=0 model.loss.clamp=-1"
+        )
+    return OmegaConf.create(with_loss_name(nemo_cfg.loss, implementation))
+
+
+def model_config(cfg: DictConfig, trainer: Trainer | None = None) -> tuple[DictConfig, Path | None, list[Setting]]:
+    """The NeMo config to build: the config of ``init_from`` (or ``architecture``) with what the model was trained
+    with kept (:mod:`recipes.finetune.trained_with`) and the recipe's lookaheads and optimizer; the ``.nemo`` whose
+    weights to load (None when training from scratch); and the kept settings with their sources."""
     if cfg.init_from:
         checkpoint = resolve_model_file(cfg.init_from, "model.init_from", cfg.get("init_revision"))
-        nemo_cfg = ASRModel.restore_from(str(checkpoint), return_config=True, map_location=torch.device("cpu"))
+        base = nemo_config(checkpoint, "model.init_from")
     else:
         checkpoint = None
-        nemo_cfg = OmegaConf.create(OmegaConf.to_container(cfg.architecture, resolve=True))
+        base = cfg.architecture
+    nemo_cfg, settings = keep_trained_with(base, cfg)
     with open_dict(nemo_cfg):
         # NeMo keeps the restored encoder's lookaheads unless the config it is built from says otherwise.
         nemo_cfg.encoder.att_context_size = OmegaConf.to_container(cfg.att_context_size)
         nemo_cfg.encoder.att_context_probs = normalised_probs(cfg.att_context_size, cfg.att_context_probs)
-        loss_name = resolve_rnnt_loss(cfg.rnnt_loss, trainer)
-        # NeMo knows only its own loss names: the vectorised loss is swapped in by build_model.
-        nemo_cfg.loss = {"loss_name": "pytorch" if loss_name == VECTORIZED else loss_name}
-        nemo_cfg.spec_augment = OmegaConf.to_container(cfg.spec_augment, resolve=True)
+        nemo_cfg.loss = loss_for(nemo_cfg, resolve_rnnt_loss(cfg.rnnt_loss, trainer))
         nemo_cfg.optim = OmegaConf.to_container(cfg.optim, resolve=True)
         # Data loaders are attached by the recipe; never let NeMo build the ones stored in a checkpoint.
         for key in ("train_ds", "validation_ds", "test_ds"):
             nemo_cfg.pop(key, None)
-    return nemo_cfg, checkpoint
+    return nemo_cfg, checkpoint, settings
 
 
 def build_model(cfg: DictConfig, trainer: Trainer | None = None) -> ASRModel:
     """Instantiate the model described by the ``model`` config group, weights loaded when ``init_from`` is set."""
-    nemo_cfg, checkpoint = model_config(cfg, trainer)
+    nemo_cfg, checkpoint, settings = model_config(cfg, trainer)
     if checkpoint is None:
         model = get_class(cfg.model_class)(cfg=nemo_cfg, trainer=trainer)
     else:
@@ -79,7 +96,7 @@ def build_model(cfg: DictConfig, trainer: Trainer | None = None) -> ASRModel:
             str(checkpoint), override_config_path=nemo_cfg, map_location=torch.device("cpu"), trainer=trainer
         )
     if resolve_rnnt_loss(cfg.rnnt_loss, trainer) == VECTORIZED:
-        use_vectorized_loss(model.loss)
+        use_vectorized_loss(model.loss, **loss_settings(model.cfg.loss))
     log.info(
         "Model: %s, %.1fM parameters, lookaheads %s with probs %s",
         type(model).__name__,
@@ -87,4 +104,5 @@ def build_model(cfg: DictConfig, trainer: Trainer | None = None) -> ASRModel:
         model.encoder.att_context_size_all,
         model.encoder.att_context_probs,
     )
+    log.info("Trained with (kept from the model unless overridden):\n%s", "\n".join(settings_table(settings)))
     return model
