@@ -50,7 +50,7 @@ from data_prep.demo_corpus.speech import (
     to_pcm16,
     trim,
 )
-from data_prep.demo_corpus.texts import DOMAINS, SPLITS, pick, sample_texts
+from data_prep.demo_corpus.texts import DOMAINS, PLAIN, SPLITS, pick, sample_texts
 
 log = logging.getLogger(__name__)
 DEFAULT_SIZES = {"general": {"train": 3000, "dev": 150}, "target": {"train": 800, "dev": 150}}
@@ -237,12 +237,14 @@ def make_demo_corpus(
     session_gap_s: Sequence[float] = (0.1, 0.5),
     sample_rate: int = 16000,
     num_workers: int = 2,
+    text_style: str = PLAIN,
 ) -> dict[str, dict[str, Path]]:
     """Synthesise the demo corpus into ``out_dir`` and return ``{domain: {split: manifest path}}``.
 
     ``sizes`` maps domain -> split -> number of utterances (default :data:`DEFAULT_SIZES`; a domain or split
     left out is not written). Ranges are ``(low, high)``, inclusive for the integer ones. Dev sentences never
     occur in train. A split that is written replaces its manifest and the WAV files in its audio folder.
+    ``text_style`` ``pnc``: the same sentences punctuated and capitalised (spoken and written so).
     """
     sizes = DEFAULT_SIZES if sizes is None else sizes
     unknown = (set(sizes) - set(DOMAINS)) | ({s for d in sizes.values() for s in d} - set(SPLITS))
@@ -262,7 +264,7 @@ def make_demo_corpus(
             if split not in sizes.get(domain, {}):
                 continue
             rng = np.random.default_rng([seed, DOMAINS.index(domain), SPLITS.index(split)])
-            texts = sample_texts(domain, int(sizes[domain][split]), rng, exclude=dev_texts)
+            texts = sample_texts(domain, int(sizes[domain][split]), rng, exclude=dev_texts, style=text_style)
             if split == "dev":
                 dev_texts = frozenset(texts)
             manifest = out_dir / domain / f"{split}.jsonl"
@@ -352,4 +354,5 @@ def run(cfg: DictConfig) -> dict[str, dict[str, Path]]:
         session_gap_s=tuple(cfg.session_gap_s),
         sample_rate=cfg.sample_rate,
         num_workers=cfg.num_workers,
+        text_style=cfg.text_style,
     )

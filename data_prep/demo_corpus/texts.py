@@ -351,13 +351,100 @@ SENTENCE_MAKERS: dict[str, Callable[[np.random.Generator], str]] = {
 }
 
 
-def sample_texts(domain: str, n: int, rng: np.random.Generator, exclude: frozenset[str] = frozenset()) -> list[str]:
-    """``n`` sentences of ``domain`` (repeats allowed), none of them in ``exclude``."""
+# --------------------------------------------------------------------------------------------------------
+# Punctuated, capitalised variants (as a PnC model such as Nemotron writes them)
+# --------------------------------------------------------------------------------------------------------
+
+PLAIN, PNC = "plain", "pnc"
+TEXT_STYLES = (PLAIN, PNC)
+
+_DIGITS = {word: str(i) for i, word in enumerate(NUMBER_WORDS)} | {"niner": "9"}
+_CAPITALISED = {
+    word: word.capitalize()
+    for word in (
+        *("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"),
+        *_T_AIRLINES,
+        *_T_LETTERS,
+        "cessna",
+    )
+} | {"i": "I", "i'm": "I'm"}
+_QUESTIONS = ("where is", "can you", "did you")
+_READBACKS = {"wilco", "roger", "affirm", "negative", "standby"}
+
+
+def _radio_numbers(words: list[str]) -> list[str]:
+    """Runs of digit words as digits ("flight level three five zero" -> "flight level 350", "one two one decimal
+    five" -> "121.5"), except before "thousand" or "hundred", which stay words as they are said."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        j = i
+        while j < len(words) and words[j] in _DIGITS:
+            j += 1
+        if j > i and (j == len(words) or words[j] not in ("thousand", "hundred")):
+            out.append("".join(_DIGITS[w] for w in words[i:j]))
+            i = j
+        else:
+            out.append(words[i])
+            i += 1
+    for k in range(len(out) - 2, 0, -1):  # "121 decimal 5" -> "121.5"
+        if out[k] == "decimal" and out[k - 1].isdigit() and out[k + 1].isdigit():
+            out[k - 1 : k + 2] = [f"{out[k - 1]}.{out[k + 1]}"]
+    return out
+
+
+def _callsign_end(words: list[str]) -> int:
+    """How many leading words are a callsign (airline or Cessna and its number; November, number, letters), or a
+    readback ("roger", "say again"); 0 if neither."""
+    if words[:2] == ["say", "again"]:
+        return 2
+    if words[0] in _READBACKS:
+        return 1
+    if len(words) > 1 and words[1].isdigit() and words[0] in (*_T_AIRLINES, "cessna", "november"):
+        end = 2
+        while words[0] == "november" and end < len(words) and end < 4 and words[end] in _T_LETTERS:
+            end += 1
+        return end
+    return 0
+
+
+def punctuated(text: str, domain: str) -> str:
+    """``text`` (a lower-case sentence of ``domain``) punctuated and capitalised: sentence case, proper names, "I";
+    a question mark, exclamation mark or full stop; a comma after a leading callsign or readback and before a
+    closing "please"; digits for clock times and for the numbers of radio calls."""
+    words = text.split()
+    if domain == "target":
+        words = _radio_numbers(words)
+        comma_after = _callsign_end(words) - 1
+    else:
+        words = [_DIGITS.get(w, w) if nxt == "o'clock" else w for w, nxt in zip(words, [*words[1:], ""])]
+        comma_after = len(words) - 2 if words[-1] == "please" else -1
+    words = [_CAPITALISED.get(w, w) for w in words]
+    if 0 <= comma_after < len(words) - 1:
+        words[comma_after] += ","
+    stop = "?" if text.startswith(_QUESTIONS) else "!" if text.startswith("let's") else "."
+    sentence = " ".join(words)
+    return sentence[0].upper() + sentence[1:] + stop
+
+
+def sample_texts(
+    domain: str,
+    n: int,
+    rng: np.random.Generator,
+    exclude: frozenset[str] = frozenset(),
+    style: str = PLAIN,
+) -> list[str]:
+    """``n`` sentences of ``domain`` (repeats allowed), none of them in ``exclude``; ``style`` ``pnc`` gives each
+    one punctuated and capitalised (:func:`punctuated`), drawn from the same random choices as ``plain``."""
+    if style not in TEXT_STYLES:
+        raise ValueError(f"text style {style!r}: use one of {TEXT_STYLES}")
     make = SENTENCE_MAKERS[domain]
     texts = []
     while len(texts) < n:
         for _ in range(1000):
             text = make(rng)
+            if style == PNC:
+                text = punctuated(text, domain)
             if text not in exclude:
                 break
         else:
