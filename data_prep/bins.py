@@ -28,10 +28,6 @@ def estimate_bins(cuts: Iterable[Cut], num_cuts: int, num_buckets: int) -> list[
 def write_bins(path: Path, bins: list[float], source: str) -> None:
     header = (
         f"# bucket_duration_bins estimated from {source}\n"
-        f"# use with num_buckets: {len(bins) + 1} (Lhotse dynamic bucketing in NeMo's train_ds)\n"
+        f"# {len(bins) + 1} buckets (Lhotse's dynamic bucketing takes their number from these edges)\n"
     )
     path.write_text(header + yaml.safe_dump([float(b) for b in bins], default_flow_style=False), encoding="utf-8")
-
-
-def read_bins(path: Path) -> list[float]:
-    return [float(b) for b in (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or [])]

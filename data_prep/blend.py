@@ -7,7 +7,6 @@ and writes, under ``<out_root>/blends/<name>/``:
   with its weight and a ``corpus`` tag. Weights are sampling probabilities per cut, so a 0.2 replay
   share means about one cut in five comes from the general data.
 - ``duration_bins.yaml``: bucket bins estimated over the weighted mix (what the training stream sees).
-- ``train_ds.yaml``: the data keys of a NeMo ``train_ds`` using the two files above.
 - ``blend.json``: what went into the mix (hours and cuts per corpus, weights).
 """
 
@@ -91,27 +90,12 @@ def write_blend(cfg: Mapping) -> dict:
     bins_path = out_dir / "duration_bins.yaml"
     write_bins(bins_path, bins, f"blend {name!r}")
 
-    train_ds = {
-        "use_lhotse": True,
-        "input_cfg": str(input_cfg_path),
-        "use_bucketing": True,
-        "num_buckets": len(bins) + 1,
-        "bucket_duration_bins": bins,
-        "shuffle": True,
-    }
-    (out_dir / "train_ds.yaml").write_text(
-        "# Data keys for a NeMo train_ds (merge into the training config; add batch_duration etc.)\n"
-        + yaml.safe_dump(train_ds, sort_keys=False),
-        encoding="utf-8",
-    )
-
     weight_sum = sum(item["weight"] for item in corpora)
     info = {
         "name": name,
         "split": split,
         "input_cfg": str(input_cfg_path),
         "duration_bins": str(bins_path),
-        "train_ds": str(out_dir / "train_ds.yaml"),
         "corpora": [
             {
                 "corpus": item["corpus"],

@@ -9,7 +9,6 @@ import yaml
 from omegaconf import OmegaConf
 from test_data_prep import tone, write_lines
 
-from data_prep.bins import read_bins
 from data_prep.blend import write_blend
 from data_prep.errors import DataPrepError
 from data_prep.prepare import prepare_corpus
@@ -62,19 +61,20 @@ def test_blend_writes_input_cfg_that_nemo_loads(tmp_path):
             "tags": {"corpus": "demo_general"},
         },
     ]
-    bins = read_bins(blend_dir / "duration_bins.yaml")
+    bins = yaml.safe_load((blend_dir / "duration_bins.yaml").read_text())
     assert 1 <= len(bins) <= 2 and bins == sorted(bins)
     assert [c["cuts"] for c in info["corpora"]] == [8, 6]
 
-    # The training side: NeMo's own dataloader over train_ds.yaml (input_cfg + bins), trivial dataset.
+    # The training side: NeMo's own dataloader over the demo fine-tune's train_ds, pointed at this blend.
     from nemo.collections.common.data.lhotse import get_lhotse_dataloader_from_config
 
     class Identity:
         def __getitem__(self, cuts):
             return cuts
 
-    train_ds = OmegaConf.load(blend_dir / "train_ds.yaml")
-    assert train_ds.bucket_duration_bins == bins and train_ds.num_buckets == len(bins) + 1
+    finetune = compose_config(CONF, "finetune", ["experiment=demo_finetune", f"data.blend_dir={blend_dir}"])
+    train_ds = OmegaConf.create(OmegaConf.to_container(finetune.data.train_ds, resolve=True))
+    assert train_ds.bucket_duration_bins == bins
     # No background bucket-filling thread: the shar input repeats forever and the thread would outlive the test.
     train_ds.update(
         {

@@ -120,7 +120,7 @@ def test_0_6b_bf16_fine_tune_with_streaming_evaluation_then_export(demo_workdir)
     streaming evaluation on, then exported and restored."""
     from nemo.collections.asr.models import ASRModel
 
-    from recipes.export.nemo import export_nemo
+    from recipes.export.pipeline import run as export
     from recipes.finetune.train import train
 
     overrides = [
@@ -141,6 +141,6 @@ def test_0_6b_bf16_fine_tune_with_streaming_evaluation_then_export(demo_workdir)
         assert trainer.global_step == 3 and trainer.precision == "bf16-mixed"
         report = json.loads(Path("exp/gpu_0.6b/checkpoints/step000003.ckpt.stream_wer.json").read_text())
         assert {len(e["utterances"]) for by_la in report["sets"].values() for e in by_la.values()} == {4}
-        nemo = export_nemo("exp/gpu_0.6b", "last", "exp/gpu_0.6b/model.nemo")
+        nemo = export(compose_config(CONF, "export", ["run_dir=exp/gpu_0.6b"]))["nemo"]
     restored = ASRModel.restore_from(str(nemo), map_location=torch.device("cpu"))
     assert sum(p.numel() for p in restored.parameters()) > 0.5e9

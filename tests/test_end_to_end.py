@@ -11,7 +11,7 @@ from tbparse import SummaryReader
 
 from recipes.config import CONF, compose_config
 from recipes.evaluate.sets import load_eval_set
-from recipes.export.nemo import export_nemo
+from recipes.export.pipeline import run as export
 from recipes.finetune.loss import VectorizedRNNTLoss
 from recipes.finetune.train import train
 from recipes.model_files import load_model
@@ -49,7 +49,8 @@ def pretrained(demo_workdir):
         mp.chdir(demo_workdir)
         cfg = compose_config(CONF, "finetune", ["experiment=demo_pretrain", "trainer.max_steps=6", *SMALL])
         trainer = train(cfg)
-        nemo = export_nemo("exp/demo_pretrain", "last", "models/base.nemo")
+        export_cfg = compose_config(CONF, "export", ["run_dir=exp/demo_pretrain", "nemo.output=models/base.nemo"])
+        nemo = export(export_cfg)["nemo"]
     return demo_workdir, trainer, nemo
 
 

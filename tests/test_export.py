@@ -24,7 +24,7 @@ from recipes.export.checkpoints import (
     last_checkpoints,
     resolve_checkpoint,
 )
-from recipes.export.nemo import export_nemo, streaming_tokens
+from recipes.export.nemo import streaming_tokens
 from recipes.export.pipeline import run
 from recipes.model_files import load_model
 from recipes.run_dir import RUN_CONFIG
@@ -105,17 +105,13 @@ def test_best_checkpoints_are_ranked_by_the_chosen_streaming_wer(run_dir):
 
 
 def test_nemo_round_trip_carries_default_lookahead_and_decoding(run_dir, demo_workdir, tmp_path):
-    dev = load_eval_set("general_dev", demo_workdir / "data/prepared/demo_general/dev/cuts.jsonl.gz", 3)
+    dev_cuts = demo_workdir / "data/prepared/demo_general/dev/cuts.jsonl.gz"
+    dev = load_eval_set("general_dev", dev_cuts, 3)
     checkpoint = average_checkpoints(last_checkpoints(run_dir, 2), run_dir / "averaged" / "last2.ckpt")
     output = tmp_path / "model.nemo"
-    export_nemo(
-        run_dir,
-        str(checkpoint),
-        output,
-        default_lookahead=[70, 1],
-        decoding={"greedy": {"max_symbols": 5}},
-        check_audios=dev.audios,
-    )
+    chosen = ["nemo.default_lookahead=[70,1]", "+nemo.decoding.greedy.max_symbols=5", "check.max_utterances=3"]
+    paths = [f"run_dir={run_dir}", f"checkpoint={checkpoint}", f"nemo.output={output}", f"check.data={dev_cuts}"]
+    run(compose_config(CONF, "export", [*paths, *chosen]))
     assert [p.name for p in tmp_path.iterdir()] == ["model.nemo"]  # written under a temporary name, then renamed
     restored = ASRModel.restore_from(str(output), map_location="cpu").eval()
     assert list(restored.encoder.att_context_size) == [70, 1]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,11 +12,12 @@ import soundfile as sf
 import torch
 from omegaconf import OmegaConf
 
-from recipes.config import CONF
+from recipes.config import CONF, REPO
 from recipes.evaluate.reports import latency_table, update_run_reports
 from recipes.evaluate.run import run, stream_sets, summarise
 from recipes.evaluate.sets import EvalSet
 from recipes.streaming.engine import StreamingRecognizer
+from tests.support.runs import subprocess_env
 from tests.support.streaming import random_audios
 
 CONFIG = CONF / "evaluate.yaml"
@@ -36,7 +39,6 @@ def entry(wer: float, ms: str, first: list[float | None], final: list[float], di
             utt["offline_diff"] = diff
     return {
         "att_context_size": KEYS[ms],
-        "latency_ms": int(ms[:-2]),
         "algorithmic_latency_ms": int(ms[:-2]),
         "audio_seconds": 10.0,
         "compute_seconds": 0.5,
@@ -133,3 +135,22 @@ def test_cli_streams_one_audio_file_and_shows_growing_partials(random_model, tmp
 def test_cli_needs_exactly_one_of_data_and_audio(random_model):  # noqa: F811
     with pytest.raises(ValueError, match="exactly one of data"):
         run(evaluate_config(["model=unused.nemo"]), model=random_model)
+
+
+def test_compare_prints_one_row_per_report_and_says_its_usage(tmp_path):
+    def report(wer: float):
+        path = tmp_path / f"{wer}.json"
+        path.write_text(json.dumps({"sets": {"dev": {ms: entry(wer, ms, [0.5], [0.01]) for ms in KEYS}}}))
+        return path
+
+    env = subprocess_env(PYTHONPATH=str(REPO))
+    command = [sys.executable, "-m", "recipes.evaluate.compare"]
+    table = subprocess.run(
+        [*command, f"base={report(0.5)}", f"tuned={report(0.25)}"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert table.returncode == 0
+    assert "| base | 50.0 | 50.0 |" in table.stdout and "| tuned | 25.0 | 25.0 |" in table.stdout
+    for args in ([], ["base"], [f"base={tmp_path / 'missing.json'}"]):
+        usage = subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=60)
+        assert usage.returncode == 2 and usage.stdout == ""
+        assert usage.stderr.count("\n") == 1 and usage.stderr.startswith("recipes.evaluate.compare: error: ")

@@ -1,16 +1,40 @@
-"""Print a streaming-WER table from evaluation reports:  python -m recipes.evaluate.compare label=report.json ..."""
+"""Print a streaming-WER table from evaluation reports, one row per report:
+
+python -m recipes.evaluate.compare base=exp/demo/base_wer.json fine-tuned=exp/demo/finetuned_wer.json
+"""
 
 import json
 import sys
+from pathlib import Path
 
+from recipes.errors import UsageError, exit_on_usage_error
 from recipes.evaluate.reports import wer_table
 
+USAGE = "usage: python -m recipes.evaluate.compare <label>=<report.json> [<label>=<report.json> ...]"
 
-def main(argv: list[str]) -> None:
+
+def read_rows(argv: list[str]) -> dict[str, dict]:
+    """``{label: report["sets"]}`` from ``label=path`` arguments (reports written by ``recipes.evaluate``)."""
+    if not argv:
+        raise UsageError(f"no reports given: {USAGE}")
     rows = {}
     for arg in argv:
         label, _, path = arg.partition("=")
-        rows[label] = json.loads(open(path).read())["sets"]
+        if not label or not path:
+            raise UsageError(f"{arg}: not <label>=<report.json>: {USAGE}")
+        try:
+            rows[label] = json.loads(Path(path).read_text())["sets"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise UsageError(
+                f"{label}={path}: not a readable evaluation report ({type(err).__name__}): "
+                "give a JSON file written by python -m recipes.evaluate ... output=<file>"
+            ) from None
+    return rows
+
+
+@exit_on_usage_error("recipes.evaluate.compare")
+def main(argv: list[str]) -> None:
+    rows = read_rows(argv)
     print("Streaming WER (%), as written:\n")
     print(wer_table(rows))
     print("\nStreaming WER (%), normalised (Whisper English normaliser):\n")

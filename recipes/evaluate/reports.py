@@ -60,7 +60,7 @@ def latency_table(sets: dict[str, dict[str, dict]]) -> str:
         for key in sorted(by_lookahead, key=lookahead_key_ms):
             e = by_lookahead[key]
             lines.append(
-                f"| {name} | {key} | {e.get('algorithmic_latency_ms', e.get('latency_ms', '-'))} | "
+                f"| {name} | {key} | {e.get('algorithmic_latency_ms', '-')} | "
                 f"{_cell(e, 'chunk_step_seconds_p50', 1e3, 1)} / {_cell(e, 'chunk_step_seconds_p95', 1e3, 1)} | "
                 f"{_cell(e, 'first_token_latency_s_p50', 1e3)} / {_cell(e, 'first_token_latency_s_p95', 1e3)} | "
                 f"{_cell(e, 'final_latency_s_p50', 1e3, 1)} / {_cell(e, 'final_latency_s_p95', 1e3, 1)} | "

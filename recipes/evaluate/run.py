@@ -34,7 +34,6 @@ def entry_of(
     ]
     entry = {
         "att_context_size": list(att_context_size),
-        "latency_ms": lookahead_ms(att_context_size),
         "algorithmic_latency_ms": lookahead_ms(att_context_size),
         "audio_seconds": sum(len(a) for a in eval_set.audios) / SAMPLE_RATE,
         "compute_seconds": sum(streamed.compute_seconds),

@@ -5,6 +5,10 @@ the first entry of ``encoder.att_context_size`` as its default, so the chosen lo
 training weight with it), and the decoding config is the one ``change_decoding_strategy`` leaves in the model config.
 It is written under a temporary name, restored with ``ASRModel.restore_from``, streamed on a few utterances at every
 lookahead, and renamed into place only if its tokens equal the checkpoint's.
+
+Every ``.nemo`` the repository writes goes through :func:`save_nemo`: it carries ``train_ds``, ``validation_ds`` and
+``test_ds`` sections as released checkpoints do, without paths of the run that trained it, since NeMo's own inference
+(``model.transcribe``, ``transcribe_speech.py``) reads ``validation_ds`` and fails on a model without it.
 """
 
 from __future__ import annotations
@@ -19,13 +23,39 @@ from nemo.collections.asr.models import ASRModel
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from recipes.errors import UsageError
-from recipes.export.checkpoints import run_dev_sets
 from recipes.model_files import load_model, resolve_checkpoint
 from recipes.run_dir import atomic_path
 from recipes.streaming.engine import StreamingRecognizer
 from recipes.streaming.geometry import lookahead_ms
 
 log = logging.getLogger(__name__)
+
+
+def inference_datasets(sample_rate: int) -> dict[str, dict]:
+    """Dataset sections with no data in them, as NeMo's streaming configs define them: enough for NeMo's inference,
+    and a place for a user's own manifests."""
+    common = {
+        "manifest_filepath": None,
+        "sample_rate": sample_rate,
+        "batch_size": 16,
+        "use_start_end_token": False,
+        "num_workers": 0,
+        "pin_memory": False,
+    }
+    return {
+        "train_ds": {**common, "shuffle": True},
+        "validation_ds": {**common, "shuffle": False},
+        "test_ds": {**common, "shuffle": False},
+    }
+
+
+def save_nemo(model, path: str | Path) -> Path:
+    """``model.save_to(path)`` with :func:`inference_datasets` in its config (replacing any the model has)."""
+    with open_dict(model.cfg):
+        for key, section in inference_datasets(int(model.cfg.preprocessor.sample_rate)).items():
+            model.cfg[key] = section
+    model.save_to(str(path))
+    return Path(path)
 
 
 def set_default_lookahead(model, att_context_size: Sequence[int]) -> None:
@@ -82,7 +112,7 @@ def save_checked(model, output: str | Path, check_audios: Sequence[np.ndarray], 
     with atomic_path(output) as partial:
         if fp16_weights:
             model.half()
-        model.save_to(str(partial))
+        save_nemo(model, partial)
         model.float()
         restored = ASRModel.restore_from(str(partial), map_location=torch.device("cpu")).to(model.device).eval()
         expected, got = streaming_tokens(model, check_audios), streaming_tokens(restored, check_audios)
@@ -96,21 +126,3 @@ def save_checked(model, output: str | Path, check_audios: Sequence[np.ndarray], 
         "Exported %s (restored and checked on %d utterances at %s)", output, len(check_audios), ", ".join(expected)
     )
     return output
-
-
-def export_nemo(
-    run_dir: str | Path,
-    checkpoint: str,
-    output: str | Path,
-    fp16_weights: bool = False,
-    default_lookahead: Sequence[int] | None = None,
-    decoding: dict | None = None,
-    check_audios: Sequence[np.ndarray] | None = None,
-) -> Path:
-    """Rebuild the run's model as training built it, load the checkpoint's weights and write a checked ``.nemo``
-    that ``ASRModel.restore_from`` loads on its own. ``check_audios``: default the first 4 utterances of the run's
-    first dev set."""
-    model = prepare_model(run_dir, checkpoint, default_lookahead, decoding)
-    if check_audios is None:
-        check_audios = run_dev_sets(run_dir, max_utterances=4)[0].audios
-    return save_checked(model, output, check_audios, fp16_weights)

@@ -53,7 +53,8 @@ class Transcripts:
     the streams in it), so that the compute of any subset of the utterances adds up;
     ``first_token_seconds``: when the first token would be on screen, counted from the start of the
     utterance's audio (end of the chunk that produced it + that step's compute), None without tokens;
-    ``final_seconds``: compute time between the utterance's last audio arriving and its final transcript.
+    ``final_seconds``: compute time between the utterance's last audio arriving and its final transcript;
+    ``token_frames``: the encoder frame each token was emitted at (x the encoder's frame length: its time).
     Both assume chunks are processed as they arrive (no queueing: true while the real-time factor is < 1).
     """
 
@@ -63,6 +64,7 @@ class Transcripts:
     compute_seconds: list[float] = field(default_factory=list)
     first_token_seconds: list[float | None] = field(default_factory=list)
     final_seconds: list[float] = field(default_factory=list)
+    token_frames: list[list[int]] = field(default_factory=list)
 
     def part(self, start: int, stop: int) -> "Transcripts":
         """The utterances ``start:stop`` (e.g. one set of several streamed together); ``step_seconds`` stay whole."""
@@ -81,6 +83,7 @@ class _Step:
 
     ids: list[int]
     new_tokens: list[list[int]]
+    new_frames: list[list[int]]  # the encoder frame of each new token
     heard_seconds: list[float]
     last: list[bool]
     seconds: float
@@ -188,6 +191,7 @@ class StreamingRecognizer:
             compute_seconds=[0.0] * n,
             first_token_seconds=[None] * n,
             final_seconds=[0.0] * n,
+            token_frames=[[] for _ in audios],
         )
         feats = list(features) if features is not None else [None] * n
         with evaluation_mode(self.model, att_context_size), torch.inference_mode(), no_typechecks():
@@ -195,7 +199,10 @@ class StreamingRecognizer:
                 result.step_seconds.append(step.seconds)
                 for i in step.ids:
                     result.compute_seconds[i] += step.seconds / len(step.ids)
-                for i, new, heard, last in zip(step.ids, step.new_tokens, step.heard_seconds, step.last):
+                for i, new, frames, heard, last in zip(
+                    step.ids, step.new_tokens, step.new_frames, step.heard_seconds, step.last
+                ):
+                    result.token_frames[i].extend(frames)
                     if new:
                         if not result.tokens[i]:
                             result.first_token_seconds[i] = heard + step.seconds
@@ -300,13 +307,17 @@ class StreamingRecognizer:
         return _Step(
             ids=pick(streams.ids),
             new_tokens=pick(new_tokens),
+            new_frames=pick(streams.decoder.token_frames),
             heard_seconds=pick([min(plan.end(k), n) * hop for k, n in zip(steps, streams.frames)]),
             last=pick([k == total - 1 for k, total in zip(steps, streams.total_steps)]),
             seconds=seconds,
         )
 
     def _initial_steps(self, streams: _Streams, plan: ChunkPlan, key_values) -> Iterator[_Step]:
-        feats, lengths = padded(streams.feats)
+        # Only the frames the initial steps read: features may be computed block by block as streams advance.
+        read = plan.end(plan.initial_steps - 1)
+        feats, _ = padded([f[:, :read] for f in streams.feats])
+        lengths = torch.tensor(streams.frames, device=feats.device)
         for step in range(plan.initial_steps):
             start = time.perf_counter()
             chunk, chunk_lens, drop = plan.chunk_input(feats, lengths, step)
@@ -331,11 +342,6 @@ class StreamingRecognizer:
                 if step.ids:
                     tokens.extend(step.new_tokens[0])
                     yield step.heard_seconds[0], self.texts([tokens])[0]
-
-    def partials(self, audio: np.ndarray, att_context_size: Sequence[int]) -> Iterator[str]:
-        """The growing hypothesis of one utterance after each chunk, as a live stream would show it."""
-        for _, text in self.timed_partials(audio, att_context_size):
-            yield text
 
 
 def padded(feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
