@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Mapping
@@ -24,7 +25,14 @@ from data_prep.bins import estimate_bins, write_bins
 from data_prep.errors import DataPrepError, one_line
 from data_prep.rows import Screened, Screener
 from data_prep.settings import PrepSettings, settings_from_cfg
-from data_prep.summary import corpus_summary, feasibility_summary, split_summary, write_json
+from data_prep.summary import (
+    audio_summary,
+    combine_audio,
+    corpus_summary,
+    feasibility_summary,
+    split_summary,
+    write_json,
+)
 from data_prep.tokenizer import load_sentencepiece
 from recipes.run_dir import atomic_path
 
@@ -132,6 +140,9 @@ def prepare_split(settings: PrepSettings, split: str, screened: Screened) -> dic
             f.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
     kept = sum(r.kept for r in results)
+    audio = Counter()
+    for r in results:
+        audio.update(r.audio)
     bins_path = root / "duration_bins.yaml"
     bins = estimate_bins(CutSet.from_jsonl_lazy(cuts_path), kept, settings.num_buckets)
     if bins:
@@ -149,6 +160,7 @@ def prepare_split(settings: PrepSettings, split: str, screened: Screened) -> dic
         feasibility=feasibility_summary(settings),
         shards={"total": len(jobs), "reused": len(jobs) - len(todo), "written": len(todo)},
         duration_bins=bins,
+        audio=audio_summary(audio, settings.audio.sample_rate, settings.audio.telephone),
         outputs={
             "cuts": str(cuts_path),
             "shar": str(shar_dir),
@@ -185,6 +197,12 @@ def prepare_corpus(cfg: Mapping) -> dict:
     splits = {split: prepare_split(settings, split, s) for split, s in screened.items()}
     if settings.part[1] > 1:
         return {"corpus": settings.corpus.name, "part": list(settings.part), "splits": splits}
-    summary = corpus_summary(settings.corpus.name, splits, settings.resolved, feasibility=feasibility_summary(settings))
+    summary = corpus_summary(
+        settings.corpus.name,
+        splits,
+        settings.resolved,
+        feasibility=feasibility_summary(settings),
+        audio=combine_audio([s["audio"] for s in splits.values()]),
+    )
     write_json(settings.corpus_dir / "summary.json", summary)
     return summary

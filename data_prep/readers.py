@@ -3,6 +3,7 @@ order, with the source file and line number that ``rejects.jsonl`` reports; a li
 comes out as a row carrying its rejection instead of an exception.
 
 - NeMo / Granary JSONL (``.json``, ``.jsonl``, ``.jsonl.gz``): one JSON object per line.
+- NeMo tarred datasets: the same rows, sharded, their audio in tar files (``data_prep/tarred.py``).
 - Lhotse manifests: a cuts manifest, or a recordings manifest plus a supervisions manifest.
 - A folder of audio plus a TSV: ``<audio path><TAB><transcript>`` per line, an optional header line.
 """
@@ -32,6 +33,7 @@ class RawRow:
     line: int
     fields: dict | None = None  # NeMo and TSV rows: the manifest fields
     cut: Cut | None = None  # Lhotse rows: the cut as the manifest describes it
+    archive: str | None = None  # NeMo tarred rows: the tar file holding the row's audio_filepath as a member
     error: Rejected | None = None
 
 
@@ -70,6 +72,22 @@ def _json_objects(path: Path) -> Iterator[tuple[int, dict | None, Rejected | Non
 def read_nemo(spec: InputSpec) -> Iterator[RawRow]:
     for number, obj, error in _json_objects(spec.path):
         yield RawRow(source=str(spec.path), line=number, fields=obj, error=error)
+
+
+def read_nemo_tarred(spec: InputSpec) -> Iterator[RawRow]:
+    """The rows of every shard manifest, in shard order, each with its tar file (by the manifest's shard id, or
+    by the row's ``shard_id`` when one manifest covers every shard)."""
+    for manifest, shard_id in spec.tarred.manifests:
+        for number, obj, error in _json_objects(manifest):
+            row = RawRow(source=str(manifest), line=number, fields=obj, error=error)
+            if error is None:
+                sid = obj.get("shard_id") if shard_id is None else shard_id
+                tar = spec.tarred.tar_of(sid)
+                if tar is None:
+                    row.error = Rejected("bad_field", f"shard_id {sid!r} is not one of the tar files' shard ids")
+                else:
+                    row.archive = str(tar.resolve())
+            yield row
 
 
 def read_tsv(spec: InputSpec) -> Iterator[RawRow]:
@@ -143,7 +161,7 @@ def read_lhotse(spec: InputSpec) -> Iterator[RawRow]:
         yield row
 
 
-READERS = {"nemo": read_nemo, "lhotse": read_lhotse, "tsv": read_tsv}
+READERS = {"nemo": read_nemo, "nemo_tarred": read_nemo_tarred, "lhotse": read_lhotse, "tsv": read_tsv}
 
 
 def read_input(spec: InputSpec) -> Iterator[RawRow]:

@@ -16,15 +16,23 @@ from pathlib import Path
 import sentencepiece as spm
 from lhotse import MonoCut, MultiCut
 
+from data_prep.channels import CHANNEL_FIELDS, channel_rows
 from data_prep.errors import Rejected
 from data_prep.filters import check_unk_share
 from data_prep.readers import RawRow, read_input
 from data_prep.settings import CorpusSpec, InputSpec
-from data_prep.text import TextPolicy, normalise
+from data_prep.text import (
+    MAX_OTHER_SCRIPT_SHARE,
+    TextPolicy,
+    has_words,
+    language_script,
+    normalise,
+    other_script_letters,
+)
 from data_prep.tokenizer import count_unk
 
 # Fields that say where the audio is; everything else on a NeMo line is kept on the cut as a custom field.
-_LOCATION_FIELDS = ("audio_filepath", "offset", "duration")
+_LOCATION_FIELDS = ("audio_filepath", "offset", "duration", *CHANNEL_FIELDS)
 # Fields that state the language of the audio or of the transcript, checked against corpus.language.
 _LANGUAGE_FIELDS = ("source_lang", "target_lang", "lang", "language")
 
@@ -41,9 +49,17 @@ class Candidate:
     offset: float  # seconds into the audio
     duration: float | None  # declared; None: up to the end of the audio
     whole_file: bool  # no offset given: the row is the whole file, so a declared duration must match it
-    audio_path: str | None = None  # NeMo/TSV rows: the file whose header the worker reads
+    audio_path: str | None = None  # NeMo/TSV rows: the file whose header the worker reads (tarred: the member)
     recording: dict | None = None  # Lhotse rows: the recording as the manifest describes it
-    channel: int | list | None = None  # Lhotse rows: the cut's channel(s)
+    channel: int | list | None = None  # the cut's channel(s); None (NeMo/TSV rows): every channel, down-mixed
+    archive: str | None = None  # NeMo tarred rows: the tar file that holds audio_path
+
+    @property
+    def location(self) -> str | tuple:
+        """The audio the row points into (a file, a tar member, or a Lhotse recording's sources)."""
+        if self.archive:
+            return f"{self.archive}:{self.audio_path}"
+        return self.audio_path or tuple(s["source"] for s in self.recording["sources"])
 
     @property
     def seconds(self) -> float:
@@ -109,6 +125,19 @@ def _language_tag(value: str) -> str:
     return str(value).strip().lower().replace("_", "-").split("-")[0]
 
 
+def _check_script(cand: Candidate, language: str | None) -> None:
+    """Without a tokenizer nothing else notices a transcript in another script (Cyrillic in an English corpus)."""
+    script = language_script(language)
+    if script is None:
+        return
+    other, letters, shown = other_script_letters(cand.text, script)
+    if letters and other / letters > MAX_OTHER_SCRIPT_SHARE:
+        raise Rejected(
+            "script_mismatch",
+            f"{other} of {letters} letters are not {script.title()} ({shown}) in a {language!r} corpus",
+        )
+
+
 def _check_language(cand: Candidate, expected: str | None) -> None:
     """The row's language fields (and the supervision language of Lhotse rows) must name ``expected``."""
     if expected is None:
@@ -143,43 +172,75 @@ class Screener:
         candidates, rejects, count = [], [], 0
         for spec in inputs:
             for row in read_input(spec):
-                count += 1
-                declared, audio = 0.0, None
-                try:
-                    if row.error is not None:
-                        raise row.error
-                    cand = self._from_cut(spec, row) if row.cut is not None else self._from_fields(spec, row)
-                    declared, audio = cand.seconds, cand.audio_path
-                    if not cand.text:
-                        raise Rejected("empty_text", "no transcript left after normalisation")
-                    _check_language(cand, self.corpus.language)
-                    self._check_unk(cand)
-                    self._check_duplicate(cand)
-                except Rejected as r:
-                    rejects.append(reject_entry(row.source, row.line, r, declared, audio))
-                else:
-                    candidates.append(cand)
+                for made in self._candidates(spec, row):
+                    count += 1
+                    declared, audio = 0.0, None
+                    try:
+                        if isinstance(made, Rejected):
+                            raise made
+                        declared, audio = made.seconds, made.audio_path
+                        self._check_text(made)
+                        self._check_duplicate(made)
+                    except Rejected as r:
+                        rejects.append(reject_entry(row.source, row.line, r, declared, audio))
+                    else:
+                        candidates.append(made)
         return Screened(candidates, rejects, count, self.unk)
+
+    def _candidates(self, spec: InputSpec, row: RawRow) -> list[Candidate | Rejected]:
+        """The rows one manifest line makes (one per channel under corpus.channel=split): each a candidate, or
+        the rejection of a malformed one."""
+        try:
+            if row.error is not None:
+                raise row.error
+            if row.cut is not None:
+                return [self._from_cut(spec, row)]
+            channels = channel_rows(
+                row.fields, self.corpus.channel, self.corpus.channel_text_fields, self.corpus.text_field
+            )
+        except Rejected as r:
+            return [r]
+        made = []
+        for channel, text_field in channels:
+            try:
+                made.append(self._from_fields(spec, row, channel, text_field))
+            except Rejected as r:
+                made.append(r)
+        return made
+
+    def _check_text(self, cand: Candidate) -> None:
+        if not has_words(cand.text):
+            raise Rejected(
+                "empty_text",
+                "no letter or digit left after normalisation"
+                if cand.text
+                else "no transcript left after normalisation",
+            )
+        _check_language(cand, self.corpus.language)
+        _check_script(cand, self.corpus.language)
+        self._check_unk(cand)
 
     # -- building candidates ------------------------------------------------------------------------
 
-    def _from_fields(self, spec: InputSpec, row: RawRow) -> Candidate:
+    def _from_fields(self, spec: InputSpec, row: RawRow, channel: int | None, text_field: str) -> Candidate:
         fields = row.fields
         audio = fields.get("audio_filepath")
         if not isinstance(audio, str) or not audio.strip():
             raise Rejected("bad_field", "audio_filepath is missing or not a string")
-        # Absolute, so that cuts.jsonl.gz works from any working directory.
-        path = os.path.abspath(spec.audio_root / audio)
+        # Absolute, so that cuts.jsonl.gz works from any working directory; a tarred row names a member.
+        path = audio if row.archive else os.path.abspath(spec.audio_root / audio)
         offset = _number_field(fields, "offset")
         duration = _number_field(fields, "duration")
         if duration is not None and duration <= 0:
             raise Rejected("bad_field", f"duration must be positive (got {duration})")
-        text = fields.get(self.corpus.text_field)
-        custom = {k: v for k, v in fields.items() if k not in _LOCATION_FIELDS and k != self.corpus.text_field}
-        rec_id = recording_id(path)
+        text = fields.get(text_field)
+        text_fields = {self.corpus.text_field, *self.corpus.channel_text_fields}
+        custom = {k: v for k, v in fields.items() if k not in _LOCATION_FIELDS and k not in text_fields}
+        rec_id = recording_id(f"{row.archive}/{path}" if row.archive else path)
         whole_file = offset is None
         offset = offset or 0.0
         cut_id = rec_id if whole_file else f"{rec_id}_{round(offset * 1000):09d}_{round((duration or 0) * 1000):07d}"
+        cut_id += "" if channel is None else f"_ch{channel}"
         return Candidate(
             source=row.source,
             line=row.line,
@@ -192,6 +253,8 @@ class Screener:
             duration=duration,
             whole_file=whole_file,
             audio_path=path,
+            channel=channel,
+            archive=row.archive,
         )
 
     def _from_cut(self, spec: InputSpec, row: RawRow) -> Candidate:
@@ -242,9 +305,8 @@ class Screener:
     def _check_duplicate(self, cand: Candidate) -> None:
         where = f"{cand.source}:{cand.line}"
         if self.dedupe:
-            audio = cand.audio_path or tuple(s["source"] for s in cand.recording["sources"])
             key = (
-                audio,
+                cand.location,
                 round(cand.offset, 3),
                 None if cand.duration is None else round(cand.duration, 3),
                 str(cand.channel),

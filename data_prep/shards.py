@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lhotse.serialization import SequentialJsonlWriter
 from lhotse.shar import SharWriter
 
-from data_prep.audio import HeaderCache, build_cut, for_shar, to_target_format
+from data_prep.audio import HeaderCache, audio_facts, build_cut, for_manifest, for_shar, to_target_format
 from data_prep.errors import Rejected, one_line
 from data_prep.filters import apply_filters
 from data_prep.rows import Candidate, reject_entry
@@ -32,7 +34,7 @@ from data_prep.settings import AudioChecks
 from recipes.run_dir import atomic_path, write_atomic
 
 # Bump when the meaning of a shard's contents changes, so that old shards are redone.
-SHARD_FORMAT_VERSION = 1
+SHARD_FORMAT_VERSION = 2  # 2: channels selected per row, down-mix at the loudest channel's level
 
 
 @dataclass
@@ -53,10 +55,17 @@ class ShardResult:
     kept_seconds: float
     rejects: list[dict]
     reused: bool = False
+    audio: dict[str, float] = field(default_factory=dict)  # seconds kept per audio_facts key
 
 
 def plan(candidates: list[Candidate], shard_size: int) -> list[list[Candidate]]:
-    return [candidates[i : i + shard_size] for i in range(0, len(candidates), shard_size)]
+    """Consecutive rows, ``shard_size`` at most per shard; a shard never spans two tar files of a NeMo tarred
+    input, so that a range of shards (a job-array task's part) reads a range of tar files."""
+    shards = []
+    for _, rows in itertools.groupby(candidates, key=lambda c: c.archive):
+        rows = list(rows)
+        shards += [rows[i : i + shard_size] for i in range(0, len(rows), shard_size)]
+    return shards
 
 
 def share(items: list, index: int, count: int) -> list:
@@ -96,7 +105,13 @@ def reuse(job: ShardJob) -> ShardResult | None:
     if marker["kept"] and len(shard_files(job.shar_dir, job.index)) != 2:  # cuts + recording
         return None
     return ShardResult(
-        job.index, marker["rows"], marker["kept"], marker["kept_seconds"], marker["rejects"], reused=True
+        job.index,
+        marker["rows"],
+        marker["kept"],
+        marker["kept_seconds"],
+        marker["rejects"],
+        reused=True,
+        audio=marker.get("audio", {}),
     )
 
 
@@ -118,7 +133,7 @@ def run(job: ShardJob) -> ShardResult:
     remove(job.shar_dir, job.work_dir, job.index)
     headers = HeaderCache()
     checks = job.checks
-    rejects, kept, kept_seconds = [], 0, 0.0
+    rejects, kept, kept_seconds, audio = [], 0, 0.0, Counter()
     kept_path = kept_cuts_path(job.work_dir, job.index)
     with (
         atomic_path(kept_path) as partial,
@@ -133,11 +148,11 @@ def run(job: ShardJob) -> ShardResult:
         for cand in job.candidates:
             seconds = cand.seconds
             try:
-                cut = build_cut(cand, headers, checks.duration_tolerance)
-                seconds = cut.duration
-                apply_filters(cand.text, cand.num_tokens, cut.duration, checks.filters)
-                cut = to_target_format(cut, checks.sample_rate)
+                source = build_cut(cand, headers, checks.duration_tolerance)
+                seconds = source.duration
+                apply_filters(cand.text, cand.num_tokens, source.duration, checks.filters)
                 try:
+                    cut = to_target_format(source, checks.sample_rate, checks.telephone)  # a down-mix decodes
                     shar.write(for_shar(cut))
                 except OSError:
                     raise  # a write failure on our side (disk full, ...) is not the row's fault
@@ -146,10 +161,11 @@ def run(job: ShardJob) -> ShardResult:
             except Rejected as r:
                 rejects.append(reject_entry(cand.source, cand.line, r, seconds, cand.audio_path))
             else:
-                kept_writer.write(cut)
+                kept_writer.write(for_manifest(cut, headers, cand))
                 kept += 1
                 kept_seconds += cut.duration
-    result = ShardResult(job.index, len(job.candidates), kept, kept_seconds, rejects)
+                audio.update(dict.fromkeys(audio_facts(source, checks.telephone), cut.duration))
+    result = ShardResult(job.index, len(job.candidates), kept, kept_seconds, rejects, audio=dict(audio))
     marker = {"fingerprint": job.fingerprint, **dataclasses.asdict(result)}
     marker.pop("reused")
     write_atomic(_marker(job.work_dir, job.index), lambda tmp: tmp.write_text(json.dumps(marker), encoding="utf-8"))

@@ -54,6 +54,36 @@ def feasibility_summary(settings) -> dict:
     }
 
 
+def audio_summary(seconds: dict[str, float], sample_rate: int, telephone: float) -> dict:
+    """What became of the kept audio on its way to ``sample_rate`` mono (``seconds``: per
+    :func:`data_prep.audio.audio_facts` key), in hours."""
+    rates = {int(key.split("_")[1]): value for key, value in seconds.items() if key.startswith("from_")}
+    return {
+        "sample_rate": sample_rate,
+        "policy": f"every recording is resampled to {sample_rate} Hz; lower rates are upsampled and keep their own "
+        f"band (8 kHz telephone audio has nothing above 4 kHz)",
+        "hours_by_source_rate": {str(rate): _hours(rates[rate]) for rate in sorted(rates)},
+        "upsampled_hours": _hours(sum(value for rate, value in rates.items() if rate < sample_rate)),
+        "down_mixed_hours": _hours(seconds.get("down_mixed", 0.0)),
+        "channel_selected_hours": _hours(seconds.get("channel_selected", 0.0)),
+        "telephone": {"share": telephone, "hours": _hours(seconds.get("telephone", 0.0))},
+    }
+
+
+def combine_audio(summaries: list[dict]) -> dict:
+    """The corpus's :func:`audio_summary` from its splits'."""
+    added = ("upsampled_hours", "down_mixed_hours", "channel_selected_hours")
+    total = {**summaries[0], "hours_by_source_rate": {}, **dict.fromkeys(added, 0.0)}
+    total["telephone"] = {**summaries[0]["telephone"], "hours": 0.0}
+    for s in summaries:
+        for rate, hours in s["hours_by_source_rate"].items():
+            total["hours_by_source_rate"][rate] = round(total["hours_by_source_rate"].get(rate, 0.0) + hours, 4)
+        for key in added:
+            total[key] = round(total[key] + s[key], 4)
+        total["telephone"]["hours"] = round(total["telephone"]["hours"] + s["telephone"]["hours"], 4)
+    return total
+
+
 def corpus_summary(corpus: str, splits: dict[str, dict], config: dict, **extra) -> dict:
     total = {"in": 0, "kept": 0, "rejected": 0}
     hours = {"in": 0.0, "kept": 0.0, "rejected": 0.0}

@@ -73,3 +73,44 @@ def normalise(text: str, policy: TextPolicy) -> str:
         text = _NOT_WORD.sub(" ", text)
         text = _LOOSE_APOSTROPHE.sub(" ", text)
     return _SPACE.sub(" ", text).strip()
+
+
+# The script a language is written in, as the first word of Unicode character names ("LATIN SMALL LETTER A").
+# Languages not listed here are not checked.
+_SCRIPTS = {
+    **dict.fromkeys(
+        "en de fr es it pt nl sv da no nb nn fi is et lv lt pl cs sk sl hr bs sq ro hu tr az id ms tl sw vi ca eu gl "
+        "ga cy mt af".split(),
+        "LATIN",
+    ),
+    **dict.fromkeys("ru uk be bg mk sr kk ky mn tg".split(), "CYRILLIC"),
+    "el": "GREEK",
+    **dict.fromkeys("ar fa ur ps".split(), "ARABIC"),
+    **dict.fromkeys("he yi".split(), "HEBREW"),
+    **dict.fromkeys("hi mr ne".split(), "DEVANAGARI"),
+    "ko": "HANGUL",
+    "th": "THAI",
+    "ka": "GEORGIAN",
+    "hy": "ARMENIAN",
+}
+# More than this share of a transcript's letters outside the language's script: not the corpus language.
+MAX_OTHER_SCRIPT_SHARE = 0.1
+
+
+def has_words(text: str) -> bool:
+    """Whether ``text`` has a letter or a digit (a transcript of punctuation alone says nothing)."""
+    return any(ch.isalnum() for ch in text)
+
+
+def language_script(language: str | None) -> str | None:
+    """The script ``language`` (``en``, ``en-US``, ...) is written in, or None when it is not known here."""
+    if not language:
+        return None
+    return _SCRIPTS.get(str(language).strip().lower().replace("_", "-").split("-")[0])
+
+
+def other_script_letters(text: str, script: str) -> tuple[int, int, str]:
+    """(letters outside ``script``, letters, up to 10 of those letters) of ``text``."""
+    letters = [ch for ch in text if ch.isalpha()]
+    other = [ch for ch in letters if not unicodedata.name(ch, "").startswith(script)]
+    return len(other), len(letters), "".join(dict.fromkeys(other))[:10]

@@ -258,7 +258,7 @@ def test_every_bad_row_is_rejected_with_its_reason(tmp_path, tokenizer_dir):
             "offset": 0.0,
             "duration": 2.0,
             "text": "日本語のテキスト",
-        },  # 14 too_many_unk
+        },  # 14 script_mismatch (not Latin letters in an English corpus)
         {"audio_filepath": "audio/short.wav", "duration": 0.5, "text": "zq xj vk wp qz"},  # 15 rnnt_infeasible
         {
             "audio_filepath": "audio/ok.wav",
@@ -290,6 +290,8 @@ def test_every_bad_row_is_rejected_with_its_reason(tmp_path, tokenizer_dir):
         {"text": "no audio path"},  # 22 bad_field
         "",  # blank lines are not rows
         {"audio_filepath": "audio/ok.wav", "duration": 2.0, "text": "whole file is fine"},  # 24 kept
+        {"audio_filepath": "audio/ok.wav", "duration": 2.0, "text": "a mono file", "channel": 1},  # 25
+        {"audio_filepath": "audio/ok.wav", "offset": 0.0, "duration": 1.5, "text": "the ŋaŋ ħeħ"},  # 26 too_many_unk
     ]
     expected = {
         4: "bad_json",
@@ -302,7 +304,7 @@ def test_every_bad_row_is_rejected_with_its_reason(tmp_path, tokenizer_dir):
         11: "segment_past_end",
         12: "empty_text",
         13: "duration_mismatch",
-        14: "too_many_unk",
+        14: "script_mismatch",
         15: "rnnt_infeasible",
         16: "chars_per_second_high",
         17: "chars_per_second_low",
@@ -311,6 +313,8 @@ def test_every_bad_row_is_rejected_with_its_reason(tmp_path, tokenizer_dir):
         20: "language_mismatch",
         21: "duplicate",
         22: "bad_field",
+        25: "channel_out_of_range",
+        26: "too_many_unk",
     }
     assert set(expected.values()) == set(REASONS), "every rejection reason has a row here"
     manifest = write_lines(tmp_path / "train.jsonl", rows)
@@ -330,7 +334,7 @@ def test_every_bad_row_is_rejected_with_its_reason(tmp_path, tokenizer_dir):
     rejects = read_rejects(split_out(tmp_path) / "rejects.jsonl")
     assert {r["line"]: r["reason"] for r in rejects} == expected
     assert all(r["source"] == str(manifest) and r["detail"] is not None for r in rejects)
-    assert summary["rows"] == {"in": 23, "kept": 4, "rejected": 19}
+    assert summary["rows"] == {"in": 25, "kept": 4, "rejected": 21}
     assert summary["rows"]["in"] == summary["rows"]["kept"] + sum(
         v["rows"] for v in summary["rejected_by_reason"].values()
     )
