@@ -115,7 +115,7 @@ def write_blend(cfg: Mapping) -> dict:
 def main(cfg: DictConfig) -> None:
     info = or_exit("data_prep.blend", lambda: write_blend(cfg))
     shares = ", ".join(f"{c['corpus']} {c['share_of_sampled_cuts']:.0%} ({c['hours']:.2f} h)" for c in info["corpora"])
-    print(f"blend {info['name']}: {shares}\n  {info['input_cfg']}\n  {info['duration_bins']}\n  {info['train_ds']}")
+    print(f"blend {info['name']}: {shares}\n  {info['input_cfg']}\n  {info['duration_bins']}")
 
 
 if __name__ == "__main__":

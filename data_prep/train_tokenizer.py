@@ -13,13 +13,18 @@ from typing import Mapping
 import hydra
 from omegaconf import DictConfig
 
+from data_prep.errors import DataPrepError
 from data_prep.tokenizer import REPLACEMENT_WARNING, domain_texts, train_sentencepiece
+from recipes.errors import exit_on_usage_error, run_hydra_main
 
 log = logging.getLogger(__name__)
 
 
 def train_domain_tokenizer(cfg: Mapping) -> Path:
     """Train on the transcripts of ``cfg.cuts`` (prepared, normalised) and write ``cfg.out_dir``."""
+    for path in cfg["cuts"]:
+        if not Path(path).is_file():
+            raise DataPrepError(f"cuts={path}: no such file: prepare the corpus first (python -m data_prep corpus=...)")
     log.warning(REPLACEMENT_WARNING)
     out = train_sentencepiece(domain_texts(cfg["cuts"]), cfg["out_dir"], cfg["vocab_size"], cfg["model_type"])
     log.info("SentencePiece %s tokenizer, %d pieces -> %s", cfg["model_type"], cfg["vocab_size"], out)
@@ -27,9 +32,10 @@ def train_domain_tokenizer(cfg: Mapping) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="../conf/data_prep", config_name="tokenizer")
+@exit_on_usage_error("data_prep.train_tokenizer")  # inside Hydra's job: no "Error executing job" traceback
 def main(cfg: DictConfig) -> None:
     train_domain_tokenizer(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_main(main, "data_prep.train_tokenizer")

@@ -31,7 +31,10 @@ def reweighted_blend(input_cfg: str, weights=None):
 def register_resolvers() -> None:
     """``${load_yaml:path}`` lets a data config pick up values a data_prep step wrote (e.g. duration bins);
     ``${cwd:}`` makes the paths a run records absolute, so its checkpoints load from any directory;
-    ``${reweighted_blend:input_cfg,weights}`` changes a blend's weights (:func:`reweighted_blend`)."""
+    ``${reweighted_blend:input_cfg,weights}`` changes a blend's weights (:func:`reweighted_blend`);
+    ``${if:condition,then,else}`` picks a value (``conf/finetune.yaml``: nothing on disk with ``validate_only``)."""
+    if not OmegaConf.has_resolver("if"):
+        OmegaConf.register_new_resolver("if", lambda condition, then, otherwise: then if condition else otherwise)
     if not OmegaConf.has_resolver("reweighted_blend"):
         OmegaConf.register_new_resolver("reweighted_blend", reweighted_blend)
     if not OmegaConf.has_resolver("load_yaml"):
