@@ -15,7 +15,7 @@ def evaluation_mode(model, att_context_size: Sequence[int]):
 
     Also no cross-rank sync of the encoder's position-encoding length: NeMo all-reduces it in every forward once
     torch.distributed is up, and under DDP each rank streams its own share of utterances, with its own number of
-    forwards, so the ranks' all-reduces would pair up wrongly and hang (the DDP hang of issue 9)."""
+    forwards, so the ranks' all-reduces would pair up wrongly and hang (the DDP hang in docs/training.md)."""
     encoder = model.encoder
     was_training, previous = model.training, list(encoder.att_context_size)
     was_synced = getattr(encoder, "sync_max_audio_length", False)
