@@ -338,7 +338,7 @@ def make_demo_corpus(
 
 
 def run(cfg: DictConfig) -> dict[str, dict[str, Path]]:
-    """:func:`make_demo_corpus` from a composed ``conf/demo_corpus.yaml``."""
+    """:func:`make_demo_corpus` from a composed ``conf/data_prep/demo_corpus.yaml``."""
     return make_demo_corpus(
         cfg.out_dir,
         seed=cfg.seed,
