@@ -14,6 +14,7 @@ class LabelLoopingDecoder:
         self.computer = model.decoding.decoding.decoding_computer
         self.decoder = model.decoder
         self.state = None
+        self.token_frames: list[list[int]] = []  # per stream, the encoder frame of each token of the last chunk
 
     @staticmethod
     def supports(model) -> bool:
@@ -25,7 +26,10 @@ class LabelLoopingDecoder:
     def __call__(self, encoded: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
         hyps, self.state = self.computer(x=encoded.transpose(1, 2), out_len=lengths, prev_batched_state=self.state)
         counts = hyps.current_lengths.tolist()
-        rows = hyps.transcript[:, : max(counts, default=0)].tolist()
+        longest = max(counts, default=0)
+        rows = hyps.transcript[:, :longest].tolist()
+        # The state counts the frames already decoded, so these are frames from the start of each stream.
+        self.token_frames = [row[:count] for row, count in zip(hyps.timestamps[:, :longest].tolist(), counts)]
         return [row[:count] for row, count in zip(rows, counts)]
 
     def keep(self, n: int) -> None:
@@ -58,12 +62,14 @@ class HypothesisDecoder:
     def __init__(self, model):
         self.decoding = model.decoding
         self.hyps = None
+        self.token_frames: list[list[int]] = []
 
     def __call__(self, encoded: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
         before = [len(h.y_sequence) for h in self.hyps] if self.hyps else [0] * len(encoded)
         self.hyps = self.decoding.rnnt_decoder_predictions_tensor(
             encoder_output=encoded, encoded_lengths=lengths, return_hypotheses=True, partial_hypotheses=self.hyps
         )
+        self.token_frames = [[int(t) for t in h.timestamp[b:]] for h, b in zip(self.hyps, before)]
         return [[int(t) for t in h.y_sequence[b:]] for h, b in zip(self.hyps, before)]
 
     def select(self, mask: torch.Tensor) -> None:
