@@ -114,12 +114,13 @@ def test_streaming_reports_latencies_per_utterance(random_model):
 
 
 def test_few_row_kernels_compute_the_modules_products_and_leave_them_as_they_were(random_model):
-    """The CPU kernels the engine streams with (``FewRowKernels``): the encoder's own products, for few rows
-    and for many, and NeMo's modules untouched after the context."""
+    """The CPU kernels the engine streams with on large weights (``FewRowKernels``): the encoder's own products,
+    for few rows and for many, and NeMo's modules untouched after the context."""
     from recipes.streaming.kernels import FewRowKernels
 
     encoder = random_model.encoder
-    kernels = FewRowKernels(encoder)
+    assert not FewRowKernels(encoder).linears, "the tiny model's weights stay in cache: NeMo's kernels"
+    kernels = FewRowKernels(encoder, min_weight_bytes=0)  # every product, to test the kernels' arithmetic
     assert kernels.linears and len(kernels.pointwise) == 2 * len(encoder.layers)  # two per conformer convolution
     layer = encoder.layers[0]
     linear, conv = layer.feed_forward1.linear1, layer.conv.pointwise_conv1

@@ -25,16 +25,21 @@ class LabelLoopingDecoder:
 
     def __call__(self, encoded: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
         hyps, self.state = self.computer(x=encoded.transpose(1, 2), out_len=lengths, prev_batched_state=self.state)
-        counts = hyps.current_lengths.tolist()
+        # With CUDA graphs, NeMo returns hypotheses and state padded to the largest batch its graphs were built for
+        # (rows past the live streams decode nothing): keep the live rows, so that the state shrinks and grows
+        # with the streams as it does without graphs.
+        live = encoded.size(0)
+        self.keep(live)
+        counts = hyps.current_lengths[:live].tolist()
         longest = max(counts, default=0)
-        rows = hyps.transcript[:, :longest].tolist()
+        rows = hyps.transcript[:live, :longest].tolist()
         # The state counts the frames already decoded, so these are frames from the start of each stream.
-        self.token_frames = [row[:count] for row, count in zip(hyps.timestamps[:, :longest].tolist(), counts)]
+        self.token_frames = [row[:count] for row, count in zip(hyps.timestamps[:live, :longest].tolist(), counts)]
         return [row[:count] for row, count in zip(rows, counts)]
 
     def keep(self, n: int) -> None:
         """Keep the state of the first ``n`` streams."""
-        if self.state is not None:
+        if self.state is not None and len(self.state.labels) > n:
             self.select(torch.arange(len(self.state.labels), device=self.state.labels.device) < n)
 
     def select(self, mask: torch.Tensor) -> None:

@@ -13,13 +13,14 @@ How the engine stays fast without changing a single token:
   each reading its own next chunk, so batches stay full and no compute goes to streams that have ended;
 - features are computed one utterance at a time (on CPU several times faster than one padded batch), and can be
   computed once and streamed at every lookahead (``stream(..., features=...)``);
-- each attention layer keeps the key and value projections of its cached frames (``ProjectedKeyValues``):
-  NeMo caches the layer inputs and projects all 70 cached frames again at every chunk, which is most of the
-  encoder's work at short chunks; and relative-position attention keeps its projection of the positional
-  embeddings, which NeMo recomputes at every chunk and every layer although they only change with the
-  number of frames attended (on the 0.6B model about 7 GFLOPs per step at 80 ms, whatever the batch);
-- on CPU, the matrix products of a chunk step, which have a few rows (streams x chunk frames), run on the
-  kernels that are fast for few rows (``FewRowKernels``);
+- the chunk step's attention and causal convolution are the engine's own (``ChunkStep``): each layer keeps the
+  keys and values of its cached frames, split by head, and the convolution's last inputs, in windows allocated
+  once per batch and written in place (NeMo caches the layer inputs, projects all 70 cached frames again at
+  every chunk and concatenates its caches at every layer); the positional projection is computed once per
+  layer and chunk size, and the relative-position term is one product per head for all streams (NeMo's copies
+  the projection once per stream);
+- on CPU, the matrix products of a chunk step with large weights, which have a few rows (streams x chunk
+  frames), run on the kernels that are fast for few rows (``FewRowKernels``);
 - greedy RNNT decoding keeps NeMo's batched label-looping state as tensors from chunk to chunk, instead of
   converting it to and from per-utterance ``Hypothesis`` objects and re-detokenising every chunk;
 - NeMo's neural-type checks, which run on every module call, are off while streaming, and chunk steps run in
@@ -37,11 +38,12 @@ import numpy as np
 import torch
 from nemo.collections.asr.parts.utils.rnnt_utils import Hypothesis
 
-from recipes.streaming.attention import ProjectedKeyValues
+from recipes.streaming.attention import ChunkStep
 from recipes.streaming.decoders import HypothesisDecoder, LabelLoopingDecoder
 from recipes.streaming.geometry import ChunkPlan
 from recipes.streaming.kernels import FewRowKernels
 from recipes.streaming.modes import evaluation_mode, no_typechecks
+from recipes.streaming.windows import EncoderCaches
 
 
 @dataclass
@@ -98,18 +100,16 @@ class _Streams:
     frames: list[int]
     total_steps: list[int]
     next_step: list[int]
-    cache: list[torch.Tensor]  # NeMo's [cache_last_channel, cache_last_time, cache_last_channel_len]
-    key_values: dict
+    cache: EncoderCaches
     decoder: object
 
     def select(self, keep: list[bool]) -> None:
-        rows = torch.tensor(keep, device=self.cache[0].device)
+        rows = torch.tensor(keep, device=self.cache.lengths.device)
         self.ids, self.feats, self.frames, self.total_steps, self.next_step = (
             [x for x, k in zip(values, keep) if k]
             for values in (self.ids, self.feats, self.frames, self.total_steps, self.next_step)
         )
-        self.cache = [self.cache[0][:, rows], self.cache[1][:, rows], self.cache[2][rows]]
-        self.key_values = ProjectedKeyValues.select(self.key_values, rows)
+        self.cache = self.cache.select(rows)
         self.decoder.select(rows)
 
     def extend(self, other: "_Streams") -> None:
@@ -120,12 +120,7 @@ class _Streams:
                 (other.ids, other.feats, other.frames, other.total_steps, other.next_step),
             )
         )
-        self.cache = [
-            torch.cat([self.cache[0], other.cache[0]], 1),
-            torch.cat([self.cache[1], other.cache[1]], 1),
-            torch.cat([self.cache[2], other.cache[2]]),
-        ]
-        self.key_values = ProjectedKeyValues.concat(self.key_values, other.key_values)
+        self.cache = self.cache.extended(other.cache)
         self.decoder.extend(other.decoder)
 
     def drop_finished(self) -> None:
@@ -253,23 +248,25 @@ class StreamingRecognizer:
         pending = sorted(range(len(audios)), key=lambda i: len(audios[i]), reverse=True)
         running: _Streams | None = None
         wave = max(1, self.batch_size // 4)
-        with ProjectedKeyValues(self.model.encoder) as key_values, FewRowKernels(self.model.encoder):
+        with ChunkStep(self.model.encoder) as chunk_step, FewRowKernels(self.model.encoder):
             while pending or (running is not None and running.ids):
                 free = self.batch_size - (len(running.ids) if running else 0)
                 if pending and (not running or not running.ids or free >= min(wave, len(pending))):
                     admitted, pending = pending[:free], pending[free:]
-                    newcomers = self._admit(audios, feats, admitted, plan)
-                    yield from self._initial_steps(newcomers, plan, key_values)
+                    newcomers = self._admit(audios, feats, admitted, plan, chunk_step)
+                    yield from self._initial_steps(newcomers, plan, chunk_step)
                     newcomers.drop_finished()
                     if running is None or not running.ids:
                         running = newcomers
                     elif newcomers.ids:
                         running.extend(newcomers)
                     continue
-                yield self._later_step(running, plan, key_values)
+                yield self._later_step(running, plan, chunk_step)
                 running.drop_finished()
 
-    def _admit(self, audios, feats: list[torch.Tensor | None], ids: list[int], plan: ChunkPlan) -> _Streams:
+    def _admit(
+        self, audios, feats: list[torch.Tensor | None], ids: list[int], plan: ChunkPlan, chunk_step: ChunkStep
+    ) -> _Streams:
         missing = [i for i in ids if feats[i] is None]
         for i, feat in zip(missing, self.features([audios[i] for i in missing])):
             feats[i] = feat
@@ -281,23 +278,12 @@ class StreamingRecognizer:
             frames=frames,
             total_steps=[plan.steps(n) for n in frames],
             next_step=[0] * len(ids),
-            cache=list(self.model.encoder.get_initial_cache_state(batch_size=len(ids))),
-            key_values={},
+            cache=chunk_step.initial_caches(len(ids)),
             decoder=self._new_decoder(),
         )
 
-    def _run(self, streams: _Streams, chunk, chunk_lens, drop: int, key_values) -> list[list[int]]:
-        key_values.cached = streams.key_values
-        encoded, encoded_lens, *streams.cache = self.model.encoder.cache_aware_stream_step(
-            processed_signal=chunk,
-            processed_signal_length=chunk_lens,
-            cache_last_channel=streams.cache[0],
-            cache_last_time=streams.cache[1],
-            cache_last_channel_len=streams.cache[2],
-            keep_all_outputs=False,  # chunked-limited: every chunk's output is final
-            drop_extra_pre_encoded=drop,
-        )
-        streams.key_values = key_values.cached
+    def _run(self, streams: _Streams, chunk, chunk_lens, drop: int, chunk_step: ChunkStep) -> list[list[int]]:
+        encoded, encoded_lens = chunk_step(streams.cache, chunk, chunk_lens, drop)
         return streams.decoder(encoded, encoded_lens)
 
     def _report(self, streams: _Streams, steps: list[int], new_tokens, plan: ChunkPlan, seconds: float) -> _Step:
@@ -313,7 +299,7 @@ class StreamingRecognizer:
             seconds=seconds,
         )
 
-    def _initial_steps(self, streams: _Streams, plan: ChunkPlan, key_values) -> Iterator[_Step]:
+    def _initial_steps(self, streams: _Streams, plan: ChunkPlan, chunk_step: ChunkStep) -> Iterator[_Step]:
         # Only the frames the initial steps read: features may be computed block by block as streams advance.
         read = plan.end(plan.initial_steps - 1)
         feats, _ = padded([f[:, :read] for f in streams.feats])
@@ -321,15 +307,15 @@ class StreamingRecognizer:
         for step in range(plan.initial_steps):
             start = time.perf_counter()
             chunk, chunk_lens, drop = plan.chunk_input(feats, lengths, step)
-            new_tokens = self._run(streams, chunk, chunk_lens, drop, key_values)
+            new_tokens = self._run(streams, chunk, chunk_lens, drop, chunk_step)
             streams.next_step = [step + 1] * len(streams.ids)
             yield self._report(streams, [step] * len(streams.ids), new_tokens, plan, time.perf_counter() - start)
 
-    def _later_step(self, streams: _Streams, plan: ChunkPlan, key_values) -> _Step:
+    def _later_step(self, streams: _Streams, plan: ChunkPlan, chunk_step: ChunkStep) -> _Step:
         start = time.perf_counter()
         steps = list(streams.next_step)
         chunk, chunk_lens = plan.later_input(streams.feats, streams.frames, steps)
-        new_tokens = self._run(streams, chunk, chunk_lens, plan.drop_extra, key_values)
+        new_tokens = self._run(streams, chunk, chunk_lens, plan.drop_extra, chunk_step)
         streams.next_step = [k + 1 for k in steps]
         return self._report(streams, steps, new_tokens, plan, time.perf_counter() - start)
 
