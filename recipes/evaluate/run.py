@@ -10,11 +10,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from recipes.checks import check_evaluate
 from recipes.evaluate.reports import latency_table, wer_table, write_report
-from recipes.evaluate.sets import EvalSet, load_audio_file, load_eval_set
+from recipes.evaluate.sets import EvalSet, channels_of, load_audio_file, load_eval_set
 from recipes.evaluate.wer import word_error_rates
 from recipes.model_files import load_model
 from recipes.streaming.engine import StreamingRecognizer, Transcripts, count_token_differences
 from recipes.streaming.geometry import SAMPLE_RATE, lookahead_ms
+from recipes.transcribe.channels import parse_channel
 
 
 def entry_of(
@@ -129,24 +130,28 @@ def evaluate_model(
     return {"sets": summarise(stream_sets(recognizer, eval_sets, lookaheads, check_offline))}
 
 
-def show_partials(model, audio_path: str | Path, lookaheads: Sequence[Sequence[int]], write=print) -> dict[str, str]:
-    """Stream one audio file per lookahead and ``write`` the hypothesis each time it grows (with the seconds of
-    audio heard so far), as a live caption would. Returns the final transcript per ``"<ms>ms"``."""
-    audio = load_audio_file(audio_path)
+def show_partials(
+    model, audio_path: str | Path, lookaheads: Sequence[Sequence[int]], channel: int | str = "mix", write=print
+) -> dict[str, str]:
+    """Stream one audio file per lookahead (and per channel: ``channel=each``) and ``write`` the hypothesis each
+    time it grows (with the seconds of audio heard so far), as a live caption would. Returns the final transcript
+    per ``"<ms>ms"`` (per ``"<ms>ms/ch<channel>"`` with ``each``)."""
     recognizer = StreamingRecognizer(model, batch_size=1)
     finals = {}
-    for la in lookaheads:
-        write(
-            f"== {audio_path} at lookahead {list(la)} ({lookahead_ms(la)} ms chunks), "
-            f"{len(audio) / SAMPLE_RATE:.2f} s of audio"
-        )
-        shown = ""
-        for heard, text in recognizer.timed_partials(audio, la):
-            if text != shown:
-                write(f"{heard:7.2f} s | {text}")
-                shown = text
-        write(f"  final   | {shown}")
-        finals[f"{lookahead_ms(la)}ms"] = shown
+    for heard_on in channels_of(audio_path, channel):
+        audio = load_audio_file(audio_path, heard_on)
+        for la in lookaheads:
+            write(
+                f"== {audio_path} (channel {heard_on}) at lookahead {list(la)} ({lookahead_ms(la)} ms chunks), "
+                f"{len(audio) / SAMPLE_RATE:.2f} s of audio"
+            )
+            shown = ""
+            for heard, text in recognizer.timed_partials(audio, la):
+                if text != shown:
+                    write(f"{heard:7.2f} s | {text}")
+                    shown = text
+            write(f"  final   | {shown}")
+            finals[f"{lookahead_ms(la)}ms" + (f"/ch{heard_on}" if channel == "each" else "")] = shown
     return finals
 
 
@@ -156,7 +161,7 @@ def run(cfg: DictConfig, model=None) -> dict:
     model = model if model is not None else load_model(cfg.model, key="model")
     lookaheads = OmegaConf.to_container(cfg.lookaheads) if cfg.lookaheads else model.encoder.att_context_size_all
     if cfg.audio is not None:
-        return show_partials(model, cfg.audio, lookaheads)
+        return show_partials(model, cfg.audio, lookaheads, parse_channel(cfg.get("channel", "mix"), "channel"))
     data = OmegaConf.to_container(cfg.data) if isinstance(cfg.data, DictConfig) else {"set": cfg.data}
     report = evaluate_model(model, data, lookaheads, cfg.max_utterances, cfg.batch_size, cfg.check_offline)
     if cfg.output:

@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from lhotse import CutSet, Recording
+from lhotse import CutSet
 
+from recipes.errors import UsageError
 from recipes.streaming.geometry import SAMPLE_RATE
+from recipes.transcribe.audio import channel_count, file_cut, on_channel
+from recipes.transcribe.channels import EACH, MIX
 
 
 @dataclass
@@ -41,7 +44,16 @@ def load_eval_set(name: str, cuts_path: str | Path, max_utterances: int | None =
     return EvalSet(name, ids, audios, texts)
 
 
-def load_audio_file(path: str | Path) -> np.ndarray:
-    """A wav/flac/opus/... file as 16 kHz mono float32 (channels averaged)."""
-    audio = Recording.from_file(str(path)).resample(SAMPLE_RATE).load_audio()
-    return audio.mean(axis=0).astype(np.float32)
+def load_audio_file(path: str | Path, channel: int | str = MIX) -> np.ndarray:
+    """A wav/flac/opus/... file as 16 kHz float32 heard on ``channel``: an index, or ``mix`` (the channels at the
+    loudest one's level, as data preparation down-mixes them)."""
+    try:
+        audio = on_channel(file_cut(str(path)), channel)
+    except ValueError as err:
+        raise UsageError(f"channel={channel}: {err}: give one the file has, mix or each") from None
+    return audio.read(0, audio.num_samples)
+
+
+def channels_of(path: str | Path, channel: int | str) -> list[int | str]:
+    """The channels ``channel`` stands for in the file at ``path`` (``each``: all of them, in order)."""
+    return list(range(channel_count(file_cut(str(path))))) if channel == EACH else [channel]

@@ -50,14 +50,6 @@ def mix_gain(samples: np.ndarray) -> float:
     return LevelMeter().add(samples).gain()
 
 
-def down_mix(samples: np.ndarray) -> np.ndarray:
-    """(channels, samples) -> (samples,): the mean of the channels at the loudest channel's level."""
-    samples = np.atleast_2d(samples)
-    if samples.shape[0] == 1:
-        return samples[0]
-    return (samples.mean(axis=0) * mix_gain(samples)).astype(samples.dtype)
-
-
 def parse_channel(value, key: str, allow_each: bool = True) -> str | int:
     """``mix``, ``each`` (one transcript per channel) or a channel index (0 = first); a :class:`UsageError` naming
     ``key`` otherwise."""
