@@ -23,6 +23,7 @@ from tqdm import tqdm
 from data_prep import shards
 from data_prep.bins import estimate_bins, write_bins
 from data_prep.errors import DataPrepError, one_line
+from data_prep.long_form import build_corpus_long_forms, corpus_entries
 from data_prep.rows import Screened, Screener
 from data_prep.settings import PrepSettings, settings_from_cfg
 from data_prep.summary import (
@@ -181,6 +182,7 @@ def prepare_corpus(cfg: Mapping) -> dict:
     :class:`DataPrepError` for a config or input problem, before anything is written.
     """
     settings = settings_from_cfg(cfg)
+    long_forms = corpus_entries(settings.resolved.get("long_form"), list(settings.corpus.splits))
     tokenizer = _load_tokenizer(settings.tokenizer)
     filters = settings.audio.filters
     screened = {}
@@ -205,4 +207,5 @@ def prepare_corpus(cfg: Mapping) -> dict:
         audio=combine_audio([s["audio"] for s in splits.values()]),
     )
     write_json(settings.corpus_dir / "summary.json", summary)
+    build_corpus_long_forms(settings.corpus_dir, long_forms)  # continuous dev streams, from the finished splits
     return summary

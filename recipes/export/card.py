@@ -20,13 +20,14 @@ import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Sequence
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from recipes.errors import UsageError, exit_on_usage_error, run_hydra_main
-from recipes.evaluate.reports import RUN_PLOT, latency_table, read_run_reports, wer_table
+from recipes.evaluate.reports import RUN_PLOT, latency_table, lookahead_key_ms, read_run_reports, wer_table
 from recipes.export.checkpoints import run_config
 from recipes.export.pipeline import EXPORT_RECORD
 from recipes.run_dir import write_atomic
@@ -132,6 +133,41 @@ def wer_section(base: dict, exported: dict, exported_name: str) -> list[str]:
     ]
 
 
+def long_form_section(base: dict, exported: dict, names: Sequence[str], max_ratio: float | None) -> list[str]:
+    """WER on continuous streams (``data_prep.long_form``) of the exported model beside the base's, per set and
+    lookahead; a ratio above ``max_ratio`` is flagged: the fine-tune lost long-form speech the base transcribed."""
+    names = [name for name in names if name in base["sets"] and name in exported["sets"]]
+    if not names:
+        return []
+    keys = sorted(exported["sets"][names[0]], key=lookahead_key_ms)
+    rows, flagged = [], []
+    for name in names:
+        cells = []
+        for key in keys:
+            ours, theirs = exported["sets"][name][key]["wer"], base["sets"][name][key]["wer"]
+            ratio = ours / max(theirs, 1e-9)
+            over = max_ratio is not None and ratio > max_ratio
+            flagged += [f"{name} @{key} ({ratio:.2f}x)"] if over else []
+            cells.append(f"{100 * ours:.1f} / {100 * theirs:.1f} ({ratio:.2f}x{', over' if over else ''})")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    if flagged:
+        verdict = f"**Long-form WER worse than the base's by more than {max_ratio}x:** {', '.join(flagged)}."
+    else:
+        verdict = f"No long-form set is worse than the base's by more than {max_ratio}x." if max_ratio else ""
+    return [
+        "## Long-form speech vs the base",
+        "",
+        "Streaming WER (%) on continuous streams, exported / base (ratio).",
+        "",
+        "| set | " + " | ".join(keys) + " |",
+        "|---|" + "---:|" * len(keys),
+        *rows,
+        "",
+        verdict,
+        "",
+    ]
+
+
 def onnx_section(parity_path: Path) -> list[str]:
     from recipes.export.onnx_streaming import runtime_table
 
@@ -160,7 +196,7 @@ def commands(run_dir: Path, run: DictConfig, reports: dict[str, str], extra: lis
     record = run_dir / EXPORT_RECORD
     if record.is_file():
         lines.append(json.loads(record.read_text())["command"])
-    dev_sets = run.callbacks.checkpoint.eval_sets or {}
+    dev_sets = {**(run.callbacks.checkpoint.eval_sets or {}), **(run.callbacks.checkpoint.get("long_form_sets") or {})}
     for path, report in reports.items():
         sets = {name: dev_sets.get(name, "?") for name in json.loads(Path(path).read_text())["sets"]}
         data = "{" + ", ".join(f"{k}: {v}" for k, v in sets.items()) + "}"
@@ -210,6 +246,10 @@ def environment_section() -> list[str]:
     ]
 
 
+def long_form_names(run: DictConfig, names: Sequence[str] | None) -> list[str]:
+    return list(names) if names is not None else list(run.callbacks.checkpoint.get("long_form_sets") or {})
+
+
 def write_card(
     run_dir: str | Path,
     base_report: str | Path,
@@ -217,8 +257,12 @@ def write_card(
     extra_commands: list[str] = (),
     output: str | Path | None = None,
     parity: str | Path | None = None,
+    long_form_sets: Sequence[str] | None = None,
+    max_long_form_ratio: float | None = None,
 ) -> Path:
-    """Write ``<run_dir>/RESULTS.md`` (or ``output``); returns its path."""
+    """Write ``<run_dir>/RESULTS.md`` (or ``output``); returns its path. ``long_form_sets``: names of continuous-stream
+    sets in the reports (None: the run's ``callbacks.checkpoint.long_form_sets``), flagged over
+    ``max_long_form_ratio`` x the base's WER."""
     run_dir = Path(run_dir)
     run = run_config(run_dir)
     base, exported = _read_json(base_report, "base_report"), _read_json(exported_report, "exported_report")
@@ -233,6 +277,7 @@ def write_card(
         *training_section(run, run_dir),
         *data_section(run),
         *wer_section(base, exported, exported.get("model", "exported")),
+        *long_form_section(base, exported, long_form_names(run, long_form_sets), max_long_form_ratio),
         *onnx_section(parity),
     ]
     if plot.is_file():
@@ -260,7 +305,19 @@ def write_card(
 @hydra.main(config_path="../../conf", config_name="card", version_base="1.3")
 @exit_on_usage_error("recipes.export.card")
 def main(cfg: DictConfig) -> None:
-    print(write_card(cfg.run_dir, cfg.base_report, cfg.exported_report, list(cfg.commands), cfg.output, cfg.parity))
+    long_form = None if cfg.long_form_sets is None else list(cfg.long_form_sets)
+    print(
+        write_card(
+            cfg.run_dir,
+            cfg.base_report,
+            cfg.exported_report,
+            list(cfg.commands),
+            cfg.output,
+            cfg.parity,
+            long_form,
+            cfg.max_long_form_ratio,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from recipes.checks import check_finetune
+from recipes.finetune.continuous import add_continuous_speech
 from recipes.finetune.model import build_model
 from recipes.finetune.resume import ResumableBatches, newest_complete_checkpoint
 from recipes.model_files import file_record, resolve_model_file
@@ -83,6 +84,7 @@ def train(cfg: DictConfig) -> pl.Trainer:
     model = build_model(cfg.model, trainer)
     # NeMo stores these in the model config: hand it resolved copies, free of this config's interpolations.
     model.setup_training_data(train_data_config(cfg.data.train_ds, trainer.global_rank))
+    add_continuous_speech(model._train_dl, cfg.data.get("continuous"), cfg.seed)  # a share of batches as long cuts
     model.setup_validation_data(OmegaConf.create(OmegaConf.to_container(cfg.data.validation_ds, resolve=True)))
     # NeMo keeps the loader it built in _train_dl; Lightning gets it as a resumable stream.
     trainer.fit(model, train_dataloaders=ResumableBatches(model._train_dl, trainer), ckpt_path=resume_checkpoint(cfg))

@@ -107,11 +107,41 @@ def general_ratios(results: Mapping[float, dict], general_set: str, alpha: float
     return {key: entry["wer"] / max(base[key]["wer"], 1e-9) for key, entry in results[alpha][general_set].items()}
 
 
-def choose_alpha(results: Mapping[float, dict], target_set: str, general_set: str, max_general_ratio: float) -> float:
+def long_form_ratio(results: Mapping[float, dict], long_form_sets: Sequence[str], alpha: float) -> float | None:
+    """The worst WER of ``alpha`` over the base's on the long-form sets (continuous streams), over sets and
+    lookaheads; None without such sets."""
+    ratios = [ratio for name in long_form_sets for ratio in general_ratios(results, name, alpha).values()]
+    return max(ratios) if ratios else None
+
+
+def choose_alpha(
+    results: Mapping[float, dict],
+    target_set: str,
+    general_set: str,
+    max_general_ratio: float,
+    long_form_sets: Sequence[str] = (),
+    max_long_form_ratio: float | None = None,
+) -> float:
     """The alpha with the lowest mean target WER over the lookaheads among those whose general WER is at most
-    ``max_general_ratio`` times the base's at every lookahead (the base, alpha 0, always is)."""
-    within = [a for a in results if max(general_ratios(results, general_set, a).values()) <= max_general_ratio]
+    ``max_general_ratio`` times the base's at every lookahead and, with ``long_form_sets``, whose WER on each of
+    them is at most ``max_long_form_ratio`` times the base's: a fine-tune that stopped transcribing continuous
+    speech is not chosen (the base, alpha 0, always qualifies)."""
+    within = [
+        a
+        for a in results
+        if max(general_ratios(results, general_set, a).values()) <= max_general_ratio
+        and (not long_form_sets or long_form_ratio(results, long_form_sets, a) <= max_long_form_ratio)
+    ]
     return min(within, key=lambda a: (_mean_wer(results[a][target_set]), -a))
+
+
+def forgetting_flags(results: Mapping[float, dict], long_form_sets: Sequence[str], max_ratio: float | None) -> str:
+    """A markdown line naming the alphas whose long-form WER is worse than the base's by more than ``max_ratio``."""
+    over = [a for a in sorted(results) if long_form_sets and long_form_ratio(results, long_form_sets, a) > max_ratio]
+    if not over:
+        return ""
+    worst = ", ".join(f"{_label(a)} {long_form_ratio(results, long_form_sets, a):.2f}x" for a in over)
+    return f"**Long-form WER worse than the base's by more than {max_ratio}x:** {worst}.\n\n"
 
 
 def _mean_wer(by_lookahead: Mapping[str, dict]) -> float:
@@ -123,15 +153,20 @@ def _label(alpha: float) -> str:
 
 
 def tradeoff_table(
-    results: Mapping[float, dict], target_set: str, general_set: str, chosen: float | None = None
+    results: Mapping[float, dict],
+    target_set: str,
+    general_set: str,
+    chosen: float | None = None,
+    long_form_sets: Sequence[str] = (),
 ) -> str:
     """Markdown: one row per alpha, target and general WER (%) per lookahead, then the target's relative change and
-    the general WER's ratio to the base at the worst lookahead."""
+    the general WER's ratio to the base at the worst lookahead (and the long-form sets' worst ratio, with any)."""
     keys = sorted(results[0.0][target_set], key=lookahead_key_ms)
     head = (
         [f"{target_set} @{k}" for k in keys]
         + [f"{general_set} @{k}" for k in keys]
         + ["target change (worst)", "general x base (worst)"]
+        + (["long-form x base (worst)"] if long_form_sets else [])
     )
     lines = ["| alpha | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
     base_target = results[0.0][target_set]
@@ -143,6 +178,7 @@ def tradeoff_table(
             [f"{100 * by_target[k]['wer']:.1f}" for k in keys]
             + [f"{100 * by_general[k]['wer']:.1f}" for k in keys]
             + [f"{100 * change:+.0f} %", f"{ratio:.2f}"]
+            + ([f"{long_form_ratio(results, long_form_sets, alpha):.2f}"] if long_form_sets else [])
         )
         label = _label(alpha) + (" **chosen**" if alpha == chosen else "")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -200,6 +236,7 @@ def write_outputs(
     chosen: float,
     output_dir: str | Path,
     header: str = "",
+    long_form_sets: Sequence[str] = (),
 ) -> dict[str, Path]:
     """``interpolation.json`` (every alpha's report), ``interpolation.md`` (the table) and ``interpolation.png``."""
     output_dir = Path(output_dir)
@@ -208,7 +245,7 @@ def write_outputs(
         {"chosen_alpha": chosen, "alphas": {str(a): {"sets": s} for a, s in results.items()}}, output_dir / REPORT
     )
     table = output_dir / TABLE
-    text = tradeoff_table(results, target_set, general_set, chosen)
+    text = tradeoff_table(results, target_set, general_set, chosen, long_form_sets)
     write_atomic(table, lambda tmp: tmp.write_text(f"{header}{text}\n\n![target vs general]({PLOT})\n"))
     return {
         "report": report,
@@ -226,10 +263,13 @@ def run(cfg: DictConfig) -> float:
     check_compatible(base, finetuned, cfg.base, cfg.finetuned)
     lookaheads = OmegaConf.to_container(cfg.lookaheads) if cfg.lookaheads else finetuned.encoder.att_context_size_all
     results = sweep(base, finetuned, sets, lookaheads, alphas, cfg.max_utterances, cfg.batch_size)
+    long_form = list(cfg.long_form_sets or [])
     chosen = (
         float(cfg.alpha)
         if cfg.alpha is not None
-        else choose_alpha(results, cfg.target_set, cfg.general_set, cfg.max_general_ratio)
+        else choose_alpha(
+            results, cfg.target_set, cfg.general_set, cfg.max_general_ratio, long_form, cfg.max_long_form_ratio
+        )
     )
     if chosen not in results:
         raise UsageError(f"alpha={chosen}: not among the alphas evaluated ({alphas})")
@@ -237,9 +277,11 @@ def run(cfg: DictConfig) -> float:
         f"# WiSE-FT interpolation: base={cfg.base}, finetuned={cfg.finetuned}\n\n"
         f"Streaming WER (%), as written; chosen alpha {chosen:g} (lowest mean {cfg.target_set} WER with "
         f"{cfg.general_set} <= {cfg.max_general_ratio}x base at every lookahead"
-        f"{'' if cfg.alpha is None else ', set by alpha='}).\n\n"
+        + (f" and {', '.join(long_form)} <= {cfg.max_long_form_ratio}x base" if long_form else "")
+        + f"{'' if cfg.alpha is None else ', set by alpha='}).\n\n"
+        + forgetting_flags(results, long_form, cfg.max_long_form_ratio)
     )
-    outputs = write_outputs(results, cfg.target_set, cfg.general_set, chosen, cfg.output_dir, header)
+    outputs = write_outputs(results, cfg.target_set, cfg.general_set, chosen, cfg.output_dir, header, long_form)
     print(outputs["table"].read_text())
     if cfg.export:
         finetuned.load_state_dict(interpolate(base.state_dict(), finetuned.state_dict(), chosen))

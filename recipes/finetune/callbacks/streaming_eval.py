@@ -31,6 +31,8 @@ class StreamingEvalCheckpoint(ModelCheckpoint):
     the utterances, so no rank idles into a collective timeout while rank 0 evaluates. With ``evaluate_base``, the
     model as training starts (the base a fine-tuning run adapts) is scored the same way first, as
     ``base.stream_wer.json``: the run's table then shows what each checkpoint gained and lost against it.
+    ``long_form_sets`` (continuous streams, ``data_prep.long_form``) are streamed and reported the same way, beside
+    ``eval_sets``; they are kept apart from them because export checks its runtimes on ``eval_sets``.
     """
 
     def __init__(
@@ -40,11 +42,12 @@ class StreamingEvalCheckpoint(ModelCheckpoint):
         max_utterances: int | None = 200,
         batch_size: int = 32,
         evaluate_base: bool = True,
+        long_form_sets: Mapping[str, str] | None = None,
         **checkpoint_kwargs,
     ):
         super().__init__(**checkpoint_kwargs)
         self.evaluate_base = evaluate_base
-        self.eval_set_paths = dict(eval_sets)
+        self.eval_set_paths = {**eval_sets, **(long_form_sets or {})}
         self.lookaheads = [list(la) for la in lookaheads]
         self.max_utterances = max_utterances
         self.batch_size = batch_size
