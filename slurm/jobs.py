@@ -3,12 +3,15 @@ recipe's own overrides into sbatch scripts (``slurm/templates/``).
 
 Kinds:
 
-- ``finetune``: one training job of ``nodes`` x ``tasks_per_node`` srun tasks. Interrupted (exit code 75,
-  checkpoint saved) it is requeued with ``scontrol requeue``, or followed by a job that resumes (``chain``).
+- ``finetune``: one training job of ``nodes`` x ``tasks_per_node`` srun tasks, one per GPU (``SLURM_LOCALID``
+  picks the device on its node). One task first checks the config and fetches a pretrained model, then all
+  ranks train. Interrupted (exit code 75, checkpoint saved) it is requeued with ``scontrol requeue``, or followed
+  by a job that resumes (``chain``).
 - ``pipeline``: ``finetune``, then the export to ``.nemo``, then the streaming WER of that ``.nemo`` on the
   run's dev sets, each after the one before has succeeded (``--dependency=afterok``).
-- ``data_prep``: a job array whose task i prepares shard range i of every split (``part.index=i``), then a
-  merge job that reuses every shard and writes the merged outputs (identical to one process's).
+- ``data_prep``: a job array whose task i prepares shard range i of every split (``part.index=i``), one node
+  each (``data_prep.exclusive``: a whole node, so the tasks spread over the nodes), then a merge job that reuses
+  every shard and writes the merged outputs (identical to one process's).
 """
 
 from __future__ import annotations
@@ -84,6 +87,8 @@ class Renderer:
     def srun(self, *extra: str) -> str:
         # srun of Slurm 22.05 does not take --cpus-per-task over from the job: pass it on.
         flags = [*extra, '--cpus-per-task="$SLURM_CPUS_PER_TASK"']
+        if self.c.cpu_bind:  # each task pinned to its own CPUs (where the cluster's TaskPlugin binds)
+            flags.append(f"--cpu-bind={self.c.cpu_bind}")
         container = self.c.container
         if container.image:
             flags.append(f"--container-image={shlex.quote(container.image)}")
@@ -130,13 +135,16 @@ def finetune_plan(
     finetune = Job("finetune", "")
     # Exit code 75 from one rank is not a failure: the others get rank_exit_wait seconds to save and exit too.
     srun = r.srun(f"--wait={c.rank_exit_wait}", "--kill-on-bad-exit=0")
+    command = f"{c.python} -m recipes.finetune {quoted(overrides)}"
     finetune.script = r.render(
         "finetune.sbatch.j2",
         f"finetune-{cfg.run_name}",
         f"Fine-tuning {cfg.run_name}: {c.nodes} node(s) x {c.tasks_per_node} rank(s), requeue={c.requeue}.",
         sbatch,
         srun=srun,
-        command=f"{c.python} -m recipes.finetune {quoted(overrides)}",
+        command=command,
+        check_srun=r.srun("--nodes=1", "--ntasks=1"),
+        check_command=f"{command} validate_only=true",
         run_dir=run_dir,
         signal_seconds=c.signal_seconds,
         interrupted=EXIT_PREEMPTED,
@@ -200,14 +208,15 @@ def data_prep_plan(cluster: DictConfig, recipe_args: list[str]) -> Plan:
     r = Renderer(cluster, plan.log_dir)
     d, corpus = cluster.data_prep, settings.corpus.name
     base = f'{cluster.python} -m data_prep {quoted(recipe_args)} progress=false num_workers="$SLURM_CPUS_PER_TASK"'
-    resources = ["--ntasks=1", f"--cpus-per-task={d.cpus_per_task}"]
+    resources = ["--nodes=1", "--ntasks=1", f"--cpus-per-task={d.cpus_per_task}"]
+    spread = ["--exclusive"] if d.exclusive else []  # a node to itself: the array's tasks go to different nodes
     plan.jobs.append(
         Job(
             "prep",
             r.step(
                 f"prep-{corpus}",
                 f"Prepare {corpus}: array task i writes shard range i of {d.tasks} of every split.",
-                r.sbatch("prep", d.time, array=True) + resources + [f"--array=0-{d.tasks - 1}"],
+                r.sbatch("prep", d.time, array=True) + resources + spread + [f"--array=0-{d.tasks - 1}"],
                 f'{base} part.index="$SLURM_ARRAY_TASK_ID" part.count={d.tasks}',
             ),
         )
@@ -237,6 +246,14 @@ def check_cluster(c: DictConfig) -> None:
             problems.append(f"cluster.{key}={value}: must be a positive integer")
     if not isinstance(c.signal_seconds, int) or c.signal_seconds < 0:
         problems.append(f"cluster.signal_seconds={c.signal_seconds}: seconds before the time limit, >= 0")
+    if not isinstance(c.gpus_per_node, int) or c.gpus_per_node < 0:
+        problems.append(f"cluster.gpus_per_node={c.gpus_per_node}: a count of GPUs, 0 on CPU nodes")
+    elif c.gpus_per_node and c.tasks_per_node != c.gpus_per_node:
+        # Each rank takes GPU SLURM_LOCALID of its node: fewer ranks leave GPUs idle, more share one.
+        problems.append(
+            f"cluster.tasks_per_node={c.tasks_per_node}: one rank per GPU, so it must equal "
+            f"cluster.gpus_per_node={c.gpus_per_node}"
+        )
     if problems:
         raise UsageError("; ".join(problems))
 

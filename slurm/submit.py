@@ -37,17 +37,39 @@ def split_args(argv: list[str]) -> tuple[str, list[str], list[str]]:
     return argv[0], ours, recipe
 
 
+def sbatch_message(stderr: str) -> str:
+    """sbatch's complaint in one line, without its ``sbatch: error:`` prefixes."""
+    lines = [line.removeprefix("sbatch: ").removeprefix("error: ").strip() for line in stderr.splitlines()]
+    return "; ".join(line for line in lines if line)
+
+
+def check_resources(plan: Plan) -> None:
+    """Ask the controller whether it could run every job (``sbatch --test-only``: nodes, CPUs, GPUs, partition,
+    time) before queueing any, so a request the cluster cannot satisfy leaves nothing behind."""
+    for job in plan.jobs:
+        path = plan.script_path(job)
+        done = subprocess.run(["sbatch", "--test-only", str(path)], capture_output=True, text=True)
+        if done.returncode:
+            raise UsageError(
+                f"{path}: the cluster refuses this job ({sbatch_message(done.stderr) or done.returncode}): "
+                f"nothing was queued; fit cluster.nodes, cluster.gpus_per_node, cluster.cpus_per_task, cluster.mem "
+                f'and cluster.partition to the nodes (sinfo -N -o "%N %P %c %m %G")'
+            )
+
+
 def sbatch(plan: Plan) -> dict[str, str]:
-    """Write the scripts and submit them in order; returns {job name: job id}."""
+    """Write the scripts, check them with the controller, and submit them in order; returns {job name: job id}."""
     plan.log_dir.mkdir(parents=True, exist_ok=True)  # sbatch needs the log directory to exist
+    for job in plan.jobs:
+        plan.script_path(job).write_text(job.script)
+    check_resources(plan)
     ids: dict[str, str] = {}
     for job in plan.jobs:
         path = plan.script_path(job)
-        path.write_text(job.script)
         depend = [f"--dependency=afterok:{ids[job.after]}"] if job.after else []
         done = subprocess.run(["sbatch", "--parsable", *depend, str(path)], capture_output=True, text=True)
         if done.returncode:
-            raise UsageError(f"sbatch {path}: {done.stderr.strip() or done.returncode}")
+            raise UsageError(f"sbatch {path}: {sbatch_message(done.stderr) or done.returncode}")
         ids[job.name] = done.stdout.strip().split(";")[0]
     if plan.chained:
         plan.dependents_path.write_text(" ".join(ids[j.name] for j in plan.jobs if j.after == "finetune"))

@@ -4,10 +4,12 @@ themselves run in tests/test_slurm.py)."""
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 
 import pytest
 
+from recipes.config import REPO
 from slurm.submit import main
 
 
@@ -66,7 +68,25 @@ def test_multi_node_gpu_finetune_has_one_task_per_gpu_and_forwards_signals(capsy
     assert "--container-image=nvcr.io/nvidia/nemo:25.09 --container-mounts=/lustre:/lustre" in script
     assert "python -m recipes.finetune trainer=slurm_gpu experiment=demo_finetune run_name=big" in script
     assert "trap 'forward USR1' USR1" in script and 'scontrol requeue "$SLURM_JOB_ID"' in script
+    # One task checks the config and fetches the model before the ranks start; then one rank per GPU, each on its
+    # own cores, seeing all of its node's GPUs (it takes GPU SLURM_LOCALID: no --gpus-per-task or --gpu-bind).
+    check, train = re.findall(r"^srun (.*) \\\n\s+(.*)$", script, flags=re.M)
+    assert check[0].startswith("--nodes=1 --ntasks=1 ") and check[1].endswith(" validate_only=true")
+    assert train[0].startswith("--wait=120 --kill-on-bad-exit=0 ") and "--cpu-bind=cores" in train[0]
+    assert 'trainer.num_nodes="$SLURM_JOB_NUM_NODES" trainer.devices="$SLURM_NTASKS_PER_NODE" &' in script
+    assert "--gpus-per-task" not in script and "--gpu-bind" not in script
     assert_valid_bash(script)
+
+
+def test_the_annotated_script_in_the_docs_is_what_dry_run_prints(capsys, monkeypatch, tmp_path):
+    """docs/slurm.md annotates a 4-node x 8-GPU script line by line: it must stay what the command beside it prints."""
+    doc = (REPO / "docs" / "slurm.md").read_text()
+    command, listing = re.search(
+        r"```bash\n(python -m slurm\.submit finetune cluster\.nodes=4 .*?)\n```\n\n```text\n(.*?)```", doc, flags=re.S
+    ).groups()
+    monkeypatch.chdir(tmp_path)
+    main(shlex.split(command.replace("\\\n", " "))[3:])  # the doc's run directory is /lustre/asr
+    assert capsys.readouterr().out.replace(str(tmp_path), "/lustre/asr").rstrip() == listing.rstrip()
 
 
 def test_chain_mode_submits_a_follow_up_instead_of_requeueing(capsys, monkeypatch, tmp_path):
@@ -98,16 +118,29 @@ def test_data_prep_is_an_array_then_a_merge(capsys, monkeypatch, demo_workdir):
     assert "--array=0-2" in sbatch_options(prep) and "--cpus-per-task=32" in sbatch_options(prep)
     assert 'part.index="$SLURM_ARRAY_TASK_ID" part.count=3' in prep
     assert "part." not in merge and "corpus=demo_target" in merge
+    assert "--exclusive" not in prep
     assert_valid_bash(prep)
+
+
+def test_data_prep_tasks_can_take_a_node_each(capsys, monkeypatch, demo_workdir):
+    scripts = dry_run(
+        capsys, monkeypatch, demo_workdir, "data_prep", "cluster.data_prep.exclusive=true", "corpus=demo_target"
+    )
+    prep, merge = (sbatch_options(script) for script in scripts.values())
+    assert {"--nodes=1", "--exclusive", "--array=0-3"} <= set(prep) and "--exclusive" not in merge
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["train"], "job kind 'train': use one of finetune, pipeline, data_prep"),
-        (["finetune", "cluster.requeue=sometimes"], "cluster.requeue=sometimes: use scontrol or chain"),
+        (["finetune", "cluster.requeue=sometimes"], "cluster.requeue=sometimes: not one of scontrol, chain"),
+        (
+            ["finetune", "cluster.tasks_per_node=4"],
+            "cluster.tasks_per_node=4: one rank per GPU, so it must equal cluster.gpus_per_node=8",
+        ),
         (["finetune", "trainer=nonexistent"], "trainer=nonexistent: no such option in conf/trainer/"),
-        (["data_prep", "corpus=demo_target", "part.count=0"], "part.count must be a positive integer"),
+        (["data_prep", "corpus=demo_target", "part.count=0"], "part.count=0: give an integer >= 1"),
     ],
 )
 def test_mistakes_are_one_line_and_exit_code_2(capsys, monkeypatch, tmp_path, argv, message):

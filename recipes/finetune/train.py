@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import uuid
 from pathlib import Path
 
@@ -81,6 +82,12 @@ def train(cfg: DictConfig) -> pl.Trainer:
     if cfg.get("adapt"):  # freezing, per-module learning rates, L2-SP (recipes.finetune.callbacks.adaptation)
         callbacks.append(instantiate(cfg.adapt))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg.logger, run_dir))
+    # One line per rank: where a multi-node job's ranks run (SLURM: node from SLURM_NODEID, device from SLURM_LOCALID).
+    log.info(
+        "rank %d of %d: node %d, local rank %d, host %s, device %s",
+        *(trainer.global_rank, trainer.world_size, trainer.node_rank, trainer.local_rank),
+        *(socket.gethostname(), trainer.strategy.root_device),
+    )
     model = build_model(cfg.model, trainer)
     # NeMo stores these in the model config: hand it resolved copies, free of this config's interpolations.
     model.setup_training_data(train_data_config(cfg.data.train_ds, trainer.global_rank))
