@@ -30,13 +30,15 @@ from tests.support.runs import subprocess_env
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SKIP = re.compile(r"<!--\s*docs-test:\s*skip\s*\((?P<reason>.*)\)\s*-->")
 OPENING_FENCE = re.compile(r"\s*(?P<fence>`{3,}|~{3,})\s*(?P<info>[\w+-]*)")
-COMMAND_TIMEOUT_S = 300
+COMMAND_TIMEOUT_S = 900  # generous: a hang, not a slow shared machine, should fail it
 
-# The demo's fine-tuning, shrunk: three pseudo-epochs of one batch, a checkpoint and a small streaming report each.
+# The demo's fine-tuning, shrunk: three pseudo-epochs of one batch, a checkpoint each with a small streaming report
+# on the two dev sets.
 TINY_RUN = (
     "python -m recipes.finetune experiment=demo_finetune trainer.max_steps=3 trainer.limit_train_batches=1 "
-    "data.train_ds.batch_duration=8 callbacks.checkpoint.max_utterances=2 callbacks.checkpoint.batch_size=8 "
-    "callbacks.checkpoint.evaluate_base=false callbacks.preflight.enabled=false trainer.enable_progress_bar=false"
+    "data.train_ds.batch_duration=8 'callbacks.checkpoint.eval_sets=${data.dev_sets}' "
+    "callbacks.checkpoint.max_utterances=2 callbacks.checkpoint.batch_size=8 callbacks.checkpoint.evaluate_base=false "
+    "callbacks.preflight.enabled=false trainer.enable_progress_bar=false"
 )
 
 
@@ -149,7 +151,7 @@ def docs_workdir(demo_workdir, tmp_path_factory) -> Path:
     shutil.copytree(demo_workdir / "data", work / "data")
     (work / "models").mkdir()
     shutil.copy2(BASE_MODEL, work / "models" / "demo_base.nemo")
-    status, output = run_bash(TINY_RUN, work, timeout=600)
+    status, output = run_bash(TINY_RUN, work, timeout=1800)
     assert status == 0, f"{TINY_RUN}\nexited with {status}:\n{output[-4000:]}"
     return work
 
