@@ -204,7 +204,7 @@ def load_model(spec: str, key: str = "model"):
     the run they belong to (``<run_dir>/run_config.yaml``)."""
     from nemo.collections.asr.models import ASRModel  # NeMo's ~10 s import only where a model is loaded
 
-    from recipes.finetune.model import build_model
+    from recipes.finetune.model import build_model, release_freed_memory
 
     path = resolve_model_file(spec, key)
     if path.suffix == ".ckpt":
@@ -213,9 +213,11 @@ def load_model(spec: str, key: str = "model"):
         if recorded and Path(recorded.path).is_file():  # the very file training started from: no hub needed
             run.model.init_from, run.model.init_revision = recorded.path, None
         model = build_model(run.model)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
+        # Memory-mapped: a last.ckpt's optimizer state (twice the weights with AdamW) is never read.
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["state_dict"])
     else:
         model = ASRModel.restore_from(str(path), map_location=torch.device("cpu"))
+    release_freed_memory()
     if torch.cuda.is_available():
         model = model.cuda()
     return model.eval()

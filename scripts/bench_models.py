@@ -17,10 +17,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
-from recipes.config import REPO
+from recipes.config import CONF, REPO, compose_config
 from recipes.streaming.geometry import lookahead_ms
 
 RANDOM = "random:"
@@ -39,33 +39,42 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
 
 
-def demo_tokenizer(vocab_size: int, sentences: int = 20000) -> Path:
-    """A BPE tokenizer of ``vocab_size`` pieces on demo-grammar sentences of both domains (made once, kept)."""
+def demo_tokenizer(
+    vocab_size: int, sentences: int = 20000, style: str = "plain", out: Path | None = None, extra: Sequence[str] = ()
+) -> Path:
+    """A BPE tokenizer of ``vocab_size`` pieces on demo-grammar sentences of both domains in ``style`` (``plain`` or
+    ``pnc``, see ``data_prep.demo_corpus.texts``) and the ``extra`` lines (made once, kept in ``out``)."""
     from data_prep.demo_corpus.texts import sample_texts
     from data_prep.tokenizer import train_sentencepiece
 
-    out = TOKENIZERS / f"demo_bpe{vocab_size}"
+    out = out or TOKENIZERS / f"demo_bpe{vocab_size}"
     if not (out / "tokenizer.model").is_file():
         rng = np.random.default_rng(0)
-        train_sentencepiece(
-            sample_texts("general", sentences, rng) + sample_texts("target", sentences, rng), out, vocab_size
-        )
+        texts = [text for domain in ("general", "target") for text in sample_texts(domain, sentences, rng, style=style)]
+        train_sentencepiece([*texts, *extra], out, vocab_size)
     return out
+
+
+def random_model(config: str, tokenizer_dir: str | Path, seed: int = 0):
+    """``conf/model/<config>.yaml``'s architecture built from scratch, as the recipe builds it, with random weights
+    drawn from ``seed`` and the SentencePiece tokenizer in ``tokenizer_dir``."""
+    from recipes.finetune.model import build_model
+
+    overrides = [f"model={config}", "model.init_from=null", f"model.architecture.tokenizer.dir={tokenizer_dir}"]
+    cfg = compose_config(CONF, "finetune", overrides)
+    torch.manual_seed(seed)
+    return build_model(cfg.model)
 
 
 def load_bench_model(spec: str, device: torch.device):
     """A ``.nemo`` / checkpoint / pretrained name (``recipes.model_files.load_model``), or ``random:<config>``."""
-    from recipes.finetune.model import build_model
     from recipes.model_files import load_model
 
     if not spec.startswith(RANDOM):
         return load_model(spec).to(device).eval()
-    cfg = OmegaConf.load(REPO / "conf/model" / f"{spec[len(RANDOM) :]}.yaml")
-    with open_dict(cfg):
-        cfg.init_from = None
-        cfg.architecture.tokenizer.dir = str(demo_tokenizer(int(cfg.architecture.decoder.vocab_size)))
-    torch.manual_seed(0)
-    return build_model(cfg).to(device).eval()
+    config = spec[len(RANDOM) :]
+    vocab_size = compose_config(CONF, "finetune", [f"model={config}"]).model.architecture.decoder.vocab_size
+    return random_model(config, demo_tokenizer(int(vocab_size))).to(device).eval()
 
 
 def use_cuda_graph_decoding(model) -> None:

@@ -86,8 +86,10 @@ def test_signals_save_exit_75_and_resume_bit_identical(demo_workdir, uninterrupt
 def test_truncated_checkpoint_is_skipped_for_the_one_before(tmp_path, caplog):
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
-    torch.save({"state_dict": {}, "loops": {}, "global_step": 3}, checkpoints / "step000003.ckpt")
-    torch.save({"state_dict": {}, "loops": {}, "global_step": 6}, checkpoints / "last.ckpt")
+    torch.save(
+        {"state_dict": {}, "loops": {}, "optimizer_states": [], "global_step": 3}, checkpoints / "step000003.ckpt"
+    )
+    torch.save({"state_dict": {}, "loops": {}, "optimizer_states": [], "global_step": 6}, checkpoints / "last.ckpt")
     data = (checkpoints / "last.ckpt").read_bytes()
     (checkpoints / "last.ckpt").write_bytes(data[: len(data) // 2])  # newest, but cut short
     assert newest_complete_checkpoint(tmp_path) == checkpoints / "step000003.ckpt"

@@ -6,6 +6,7 @@ network and one joint shared by all of them::
     <dir>/tokens.txt                       pieces in id order, then <blk> (sherpa-onnx checks it is last)
     <dir>/decoder.onnx, <dir>/joiner.onnx  NeMo's own export of the prediction network and the joint
     <dir>/<ms>ms/encoder.onnx              the encoder at lookahead <ms>, with the metadata sherpa-onnx reads
+    <dir>/<ms>ms/encoder.onnx.data         its weights, when the graph is over protobuf's 2 GiB (the 0.6B model)
     <dir>/*.int8.onnx                      the same with int8 weights (dynamic quantisation), when asked
     <dir>/export.json                      what was exported: lookaheads, files, metadata
 
@@ -24,6 +25,11 @@ In sherpa-onnx the lead-in is ``lead_in_samples`` (metadata) of audio before eac
 half a hop because its kaldi-native-fbank frames (``snip_edges=false``) are centred 80 samples later than NeMo's.
 Without it, a stream's first 160 ms are skipped and the frame grid is 5 ms late.
 
+A graph over protobuf's 2 GiB limit (the 0.6B encoder, 2.3 GiB of fp32 weights) keeps its weights outside it, as
+ONNX's external data: torch's exporter writes one file per tensor (hundreds), which are gathered here, one tensor at a
+time, into one ``encoder.onnx.data`` beside the encoder (onnxruntime and sherpa-onnx read it from there), and the
+metadata goes into the graph file without loading the weights. The int8 files are small enough to be whole.
+
 Exporter: TorchScript-based ``torch.onnx.export(..., dynamo=False)``, as NeMo's own ``Exportable.export`` does
 (it says "for LSTM compatibility"). torch 2.13's default dynamo exporter goes through ``torch.export``, which has to
 capture NeMo's streaming code as one graph (Python branches on cache sizes, in-place cache updates, the LSTM's
@@ -35,11 +41,15 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
 import onnx
 import torch
+from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from recipes.streaming.geometry import lookahead_ms
 from recipes.streaming.modes import evaluation_mode, no_typechecks
@@ -54,6 +64,18 @@ ENCODER_OUTPUTS = [
     "cache_last_time_next",
     "cache_last_channel_next_len",
 ]
+ENCODER_DYNAMIC_AXES = {
+    "audio_signal": {0: "batch", 2: "frames"},
+    "length": {0: "batch"},
+    "cache_last_channel": {0: "batch"},
+    "cache_last_time": {0: "batch"},
+    "cache_last_channel_len": {0: "batch"},
+    "outputs": {0: "batch", 2: "encoded_frames"},
+    "encoded_lengths": {0: "batch"},
+    "cache_last_channel_next": {0: "batch"},
+    "cache_last_time_next": {0: "batch"},
+    "cache_last_channel_next_len": {0: "batch"},
+}
 OPSET = 17  # NeMo's default for its own exports
 MANIFEST = "export.json"
 
@@ -220,55 +242,102 @@ def encoder_metadata(model, encoder) -> dict[str, str]:
     }
 
 
-def _set_metadata(path: Path, metadata: dict[str, str]) -> None:
-    proto = onnx.load(str(path))
+def _tensors(graph: onnx.GraphProto):
+    """Every tensor stored in ``graph``: initializers and constant attributes, in subgraphs too."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for subgraph in [*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs]:
+                yield from _tensors(subgraph)
+
+
+def _gather_external_data(proto: onnx.ModelProto, source_dir: Path, data_path: Path) -> int:
+    """Copy the external data of ``proto``'s tensors (files in ``source_dir``) into the one file ``data_path``, one
+    tensor at a time, and point the tensors at it; returns how many tensors moved."""
+    moved = 0
+    with open(data_path, "wb") as data:
+        for tensor in _tensors(proto.graph):
+            if not uses_external_data(tensor):
+                continue
+            info = ExternalDataInfo(tensor)
+            with open(source_dir / info.location, "rb") as source:
+                source.seek(info.offset or 0)
+                payload = source.read(info.length) if info.length else source.read()
+            offset = -(-data.tell() // 4096) * 4096  # page-aligned, so runtimes can map each tensor
+            data.seek(offset)
+            data.write(payload)
+            del tensor.external_data[:]
+            for key, value in (("location", data_path.name), ("offset", offset), ("length", len(payload))):
+                tensor.external_data.add(key=key, value=str(value))
+            moved += 1
+    return moved
+
+
+def _finish(exported: Path, path: Path, metadata: dict[str, str]) -> None:
+    """``exported`` (torch's output, with any loose external data files beside it) as ``path`` with ``metadata``
+    and, where it has external data, one ``<name>.data`` file beside it. The weights are never loaded whole."""
+    proto = onnx.load(str(exported), load_external_data=False)
     del proto.metadata_props[:]
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
+    data_path = path.with_name(path.name + ".data")
+    if _gather_external_data(proto, exported.parent, data_path):
+        log.info("%s: weights in %s (%.2f GiB)", path, data_path.name, data_path.stat().st_size / 2**30)
+    else:
+        data_path.unlink()
     onnx.save(proto, str(path))
 
 
-def _export_encoder(model, att_context_size: Sequence[int], path: Path) -> dict[str, str]:
-    encoder = copy.deepcopy(model.encoder)  # the wrapper swaps the subsampling and edits the streaming config
+@contextmanager
+def _exportable(encoder, att_context_size: Sequence[int]):
+    """The encoder set up for tracing at ``att_context_size`` (its subsampling wrapped, caches as inputs and outputs)
+    and put back afterwards. No copy: the 0.6B encoder's weights are 2.3 GiB."""
+    pre_encode, cache_support = encoder.pre_encode, getattr(encoder, "export_cache_support", False)
+    previous = list(encoder.att_context_size)
     encoder.set_default_att_context_size(list(att_context_size))
     encoder.export_cache_support = True
-    metadata = encoder_metadata(model, encoder)
-    wrapper = _StreamingEncoder(encoder).eval()
-    batch, window = 2, int(metadata["window_size"])
-    channel, time_cache, channel_len = encoder.get_initial_cache_state(batch_size=batch)
-    example = (
-        torch.randn(batch, encoder._feat_in, window),
-        torch.full((batch,), window, dtype=torch.int64),
-        channel.transpose(0, 1).contiguous(),
-        time_cache.transpose(0, 1).contiguous(),
-        torch.full((batch,), 3, dtype=torch.int64),
-    )
-    dynamic = {
-        "audio_signal": {0: "batch", 2: "frames"},
-        "length": {0: "batch"},
-        "cache_last_channel": {0: "batch"},
-        "cache_last_time": {0: "batch"},
-        "cache_last_channel_len": {0: "batch"},
-        "outputs": {0: "batch", 2: "encoded_frames"},
-        "encoded_lengths": {0: "batch"},
-        "cache_last_channel_next": {0: "batch"},
-        "cache_last_time_next": {0: "batch"},
-        "cache_last_channel_next_len": {0: "batch"},
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with no_typechecks(), torch.no_grad():
-        torch.onnx.export(
-            wrapper,
-            example,
-            str(path),
-            input_names=ENCODER_INPUTS,
-            output_names=ENCODER_OUTPUTS,
-            dynamic_axes=dynamic,
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,
+    try:
+        yield
+    finally:
+        encoder.pre_encode, encoder.export_cache_support = pre_encode, cache_support
+        encoder.set_default_att_context_size(previous)  # a fresh streaming config: the wrapper edited this one
+
+
+def _export_encoder(model, att_context_size: Sequence[int], path: Path) -> dict[str, str]:
+    encoder = model.encoder
+    with _exportable(encoder, att_context_size):
+        metadata = encoder_metadata(model, encoder)
+        wrapper = _StreamingEncoder(encoder).eval()
+        batch, window = 2, int(metadata["window_size"])
+        channel, time_cache, channel_len = encoder.get_initial_cache_state(batch_size=batch)
+        example = (
+            torch.randn(batch, encoder._feat_in, window),
+            torch.full((batch,), window, dtype=torch.int64),
+            channel.transpose(0, 1).contiguous(),
+            time_cache.transpose(0, 1).contiguous(),
+            torch.full((batch,), 3, dtype=torch.int64),
         )
-    _set_metadata(path, metadata)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".export.", dir=path.parent))  # torch's loose files land here
+        try:
+            with no_typechecks(), torch.no_grad():
+                torch.onnx.export(
+                    wrapper,
+                    example,
+                    str(staging / path.name),
+                    input_names=ENCODER_INPUTS,
+                    output_names=ENCODER_OUTPUTS,
+                    dynamic_axes=ENCODER_DYNAMIC_AXES,
+                    opset_version=OPSET,
+                    do_constant_folding=True,
+                    dynamo=False,
+                )
+            _finish(staging / path.name, path, metadata)
+        finally:
+            shutil.rmtree(staging)
     return metadata
 
 
@@ -280,12 +349,32 @@ def write_tokens(model, path: Path) -> Path:
     return path
 
 
+@contextmanager
+def _root_logging_quiet():
+    """onnxruntime's quantiser logs through the root logger, per tensor: a note on each weight and a many-line warning
+    on each tensor whose type it cannot infer (about a thousand lines for the 0.6B encoder); errors still show."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def onnx_bytes(path: Path) -> int:
+    """Size of an ONNX file and of its external data file, if any."""
+    data = path.with_name(path.name + ".data")
+    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+
+
 def quantize_int8(path: Path) -> Path:
     """Dynamic quantisation of the weights to int8 (activations stay float): ``<name>.int8.onnx``."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out = path.with_suffix(".int8.onnx")
-    quantize_dynamic(model_input=str(path), model_output=str(out), weight_type=QuantType.QUInt8)
+    with _root_logging_quiet():
+        quantize_dynamic(model_input=str(path), model_output=str(out), weight_type=QuantType.QUInt8)
     return out
 
 
@@ -307,8 +396,16 @@ def export_onnx(
             metadata = _export_encoder(model, la, out / key / "encoder.onnx")
             manifest["encoders"][key] = {"att_context_size": la, "encoder": f"{key}/encoder.onnx", "metadata": metadata}
     if int8:
-        for rel in ["decoder.onnx", "joiner.onnx"] + [e["encoder"] for e in manifest["encoders"].values()]:
-            quantize_int8(out / rel)
+        files = [
+            out / rel for rel in ["decoder.onnx", "joiner.onnx", *(e["encoder"] for e in manifest["encoders"].values())]
+        ]
+        quantized = [quantize_int8(path) for path in files]
+        log.info(
+            "int8 (dynamic quantisation of the weights): %d files, %.1f MB from %.1f MB",
+            len(quantized),
+            sum(map(onnx_bytes, quantized)) / 1e6,
+            sum(map(onnx_bytes, files)) / 1e6,
+        )
         manifest["int8"] = True
     manifest["decoding"] = {"max_symbols": _max_symbols(model)}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))

@@ -6,6 +6,7 @@ go through exactly the same code.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from fractions import Fraction
 from pathlib import Path
@@ -36,6 +37,15 @@ def normalised_probs(att_context_size: list, att_context_probs: list | None) -> 
     probs = [float(w / total) for w in weights[:-1]]
     probs.append(1.0 - sum(probs))
     return probs
+
+
+def release_freed_memory() -> None:
+    """Give the memory freed while a model was built or restored back to the system: glibc keeps it in the process
+    (restoring the 0.6B model leaves about 2.4 GiB of freed state-dict memory in its RSS otherwise)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def resolve_rnnt_loss(name: str, trainer: Trainer | None) -> str:
@@ -97,6 +107,7 @@ def build_model(cfg: DictConfig, trainer: Trainer | None = None) -> ASRModel:
         )
     if resolve_rnnt_loss(cfg.rnnt_loss, trainer) == VECTORIZED:
         use_vectorized_loss(model.loss, **loss_settings(model.cfg.loss))
+    release_freed_memory()
     log.info(
         "Model: %s, %.1fM parameters, lookaheads %s with probs %s",
         type(model).__name__,

@@ -50,24 +50,28 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def is_complete(path: Path) -> bool:
-    """Whether ``path`` is a whole Lightning checkpoint. Memory-mapped, so even a multi-GB file is checked in
-    moments (the zip index at the end of the file is what a truncated copy lacks)."""
+    """Whether ``path`` is a whole Lightning checkpoint a run can resume from (with the optimizer's state: step
+    checkpoints may hold weights only). Memory-mapped, so even a multi-GB file is checked in moments (the zip index
+    at the end of the file is what a truncated copy lacks)."""
     try:
         checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-        return isinstance(checkpoint, dict) and "state_dict" in checkpoint and "loops" in checkpoint
+        return isinstance(checkpoint, dict) and {"state_dict", "loops", "optimizer_states"} <= checkpoint.keys()
     except Exception:  # noqa: BLE001 - any reason it does not load means it cannot be resumed from
         return False
 
 
 def newest_complete_checkpoint(run_dir: Path) -> Path | None:
     """The most recently written checkpoint of a run that loads: any ``checkpoints/*.ckpt`` and Lightning's
-    SLURM ``hpc_ckpt_*.ckpt``; a truncated or corrupt one is skipped with a warning and the one before used."""
+    SLURM ``hpc_ckpt_*.ckpt``; a truncated or corrupt one, or one of weights only (step checkpoints, see
+    ``callbacks.checkpoint.optimizer_state``), is skipped with a warning and the one before used."""
     # [!.]: not a write in progress (recipes.run_dir.atomic_path)
     candidates = [*(run_dir / "checkpoints").glob("[!.]*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
     for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
         if is_complete(path):
             return path
-        log.warning("Skipping %s: not a complete checkpoint (truncated or corrupt); trying the one before", path)
+        log.warning(
+            "Skipping %s: weights only, truncated or corrupt: not one to resume from; trying the one before", path
+        )
     return None
 
 

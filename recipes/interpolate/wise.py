@@ -22,6 +22,7 @@ from recipes.errors import UsageError
 from recipes.evaluate.reports import lookahead_key_ms, write_report
 from recipes.evaluate.run import stream_sets, summarise
 from recipes.evaluate.sets import load_eval_set
+from recipes.export.nemo import save_nemo
 from recipes.model_files import load_model
 from recipes.run_dir import write_atomic
 from recipes.streaming.engine import StreamingRecognizer
@@ -286,6 +287,6 @@ def run(cfg: DictConfig) -> float:
     if cfg.export:
         finetuned.load_state_dict(interpolate(base.state_dict(), finetuned.state_dict(), chosen))
         Path(cfg.export).parent.mkdir(parents=True, exist_ok=True)
-        finetuned.save_to(str(Path(cfg.export).resolve()))
+        save_nemo(finetuned, Path(cfg.export).resolve())
         print(f"alpha {chosen:g} saved to {cfg.export}")
     return chosen

@@ -12,10 +12,13 @@ import torch.distributed as dist
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from recipes.errors import UsageError
 from recipes.evaluate.reports import BASE_REPORT, REPORT_SUFFIX, update_run_reports, write_report
 from recipes.evaluate.run import stream_sets, summarise, wer_metrics
 from recipes.evaluate.sets import EvalSet, load_eval_set
 from recipes.evaluate.wer import word_error_counts
+from recipes.export.checkpoints import RankBy
+from recipes.finetune.callbacks.retention import KEEP_ALL, prune_checkpoints
 from recipes.streaming.engine import StreamingRecognizer
 from recipes.streaming.geometry import lookahead_ms
 from recipes.streaming.modes import resync_position_encoding
@@ -43,9 +46,22 @@ class StreamingEvalCheckpoint(ModelCheckpoint):
         batch_size: int = 32,
         evaluate_base: bool = True,
         long_form_sets: Mapping[str, str] | None = None,
+        keep_last: int = KEEP_ALL,
+        keep_best: int = 0,
+        rank_by: Mapping | None = None,
+        optimizer_state: str = "last",
         **checkpoint_kwargs,
     ):
         super().__init__(**checkpoint_kwargs)
+        # Retention (recipes.finetune.callbacks.retention): by the first dev set at the default lookahead unless set.
+        rank_by = dict(rank_by or {})
+        self.keep_last, self.keep_best = keep_last, keep_best
+        self.rank_by = RankBy(
+            rank_by.get("set") or next(iter(eval_sets), ""),
+            int(rank_by.get("lookahead_ms") or lookahead_ms(lookaheads[0])),
+            rank_by.get("metric") or "wer",
+        )
+        self.optimizer_state = optimizer_state  # "last": only last.ckpt holds it (what resuming needs); "all"
         self.evaluate_base = evaluate_base
         self.eval_set_paths = {**eval_sets, **(long_form_sets or {})}
         self.lookaheads = [list(la) for la in lookaheads]
@@ -56,11 +72,13 @@ class StreamingEvalCheckpoint(ModelCheckpoint):
 
     def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        missing = [f"{name}: {path}" for name, path in self.eval_set_paths.items() if not Path(path).is_file()]
+        missing = [
+            f"callbacks.checkpoint.eval_sets.{name}={path}: not found: prepare it with python -m data_prep"
+            for name, path in self.eval_set_paths.items()
+            if not Path(path).is_file()
+        ]
         if missing:
-            raise FileNotFoundError(
-                "streaming evaluation sets not found (prepare them with data_prep): " + "; ".join(missing)
-            )
+            raise UsageError(*missing)
 
     def on_fit_start(self, trainer: Trainer, pl_module) -> None:
         # A resumed run (ckpt_path set: its weights are already the checkpoint's) scored its base when it started.
@@ -72,7 +90,13 @@ class StreamingEvalCheckpoint(ModelCheckpoint):
             update_run_reports(self.dirpath)
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
-        super()._save_checkpoint(trainer, filepath)
+        is_last = Path(filepath).name == f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+        weights_only = self.save_weights_only
+        self.save_weights_only = weights_only or (self.optimizer_state == "last" and not is_last)
+        try:
+            super()._save_checkpoint(trainer, filepath)
+        finally:
+            self.save_weights_only = weights_only
         if not self.eval_set_paths:  # eval_sets={}: plain checkpoints
             return
         # ModelCheckpoint may write two files for one step (top-k and last): evaluate, and redraw the run's
@@ -85,6 +109,8 @@ class StreamingEvalCheckpoint(ModelCheckpoint):
             write_report({**report, "checkpoint": str(filepath)}, f"{filepath}.stream_wer.json")
             if first_file_of_step:
                 update_run_reports(Path(filepath).parent)  # stream_wer.md and stream_wer.png across checkpoints
+            if not is_last:
+                prune_checkpoints(Path(filepath).parent, self.keep_last, self.keep_best, self.rank_by)
 
     def _evaluate(self, trainer: Trainer) -> dict:
         start = time.perf_counter()
