@@ -63,7 +63,8 @@ class StreamingEvalCheckpoint(ModelCheckpoint):
         )
         self.optimizer_state = optimizer_state  # "last": only last.ckpt holds it (what resuming needs); "all"
         self.evaluate_base = evaluate_base
-        self.eval_set_paths = {**eval_sets, **(long_form_sets or {})}
+        # eval_sets={} means plain checkpoints: no long-form sets either.
+        self.eval_set_paths = {**eval_sets, **(long_form_sets or {})} if eval_sets else {}
         self.lookaheads = [list(la) for la in lookaheads]
         self.max_utterances = max_utterances
         self.batch_size = batch_size
