@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -332,3 +333,52 @@ def test_broken_tarred_rows_are_rejected_with_their_reason(corpus, tmp_path):
 
     with pytest.raises(DataPrepError, match="no such file"):
         prepare(tmp_path, {"train": [{"path": manifest, "tar": str(tarred / "audio__OP_0..1_CL_.tar")}]})
+
+
+# ------------------------------------------------------------------------------------- the worked example
+
+
+def test_worked_example_configs_train_on_the_long_turns(demo_workdir, tmp_path, monkeypatch):
+    """docs/own_data.md's configs on a synthetic call corpus of the example's shape: every turn prepared from its
+    speaker's channel at 8 kHz, the replay corpus partly through the phone channel, the blend, and the data config's
+    train_ds read by NeMo's own dataloader, which passes the 20-40 s turns that demo_target's max_duration drops."""
+    from nemo.collections.common.data.lhotse import get_lhotse_dataloader_from_config
+
+    from data_prep.blend import write_blend
+    from scripts.make_example_calls import make_example_calls
+
+    shutil.copytree(demo_workdir / "data" / "demo_corpus", tmp_path / "data" / "demo_corpus")
+    shutil.copytree(demo_workdir / "data" / "prepared" / "demo_general", tmp_path / "data/prepared/demo_general")
+    monkeypatch.chdir(tmp_path)
+    make_example_calls(Path("data/example_calls"), {"train": 3, "dev": 1}, seed=1)
+    calls = prepare_corpus(compose_config(CONF / "data_prep", "prepare", ["corpus=example_calls", "progress=false"]))
+    rows = [json.loads(line) for line in Path("data/example_calls/train.jsonl").read_text().splitlines()]
+    assert calls["splits"]["train"]["rows"]["kept"] == len(rows) and calls["rows"]["rejected"] == 0
+    assert calls["audio"]["upsampled_hours"] == calls["audio"]["channel_selected_hours"] == calls["hours"]["kept"]
+    replay = prepare_corpus(compose_config(CONF / "data_prep", "prepare", ["corpus=example_replay", "progress=false"]))
+    assert 0 < replay["audio"]["telephone"]["hours"] < replay["hours"]["kept"]
+    write_blend(compose_config(CONF / "data_prep", "blend", ["blend=example_calls_replay", "num_buckets=4"]))
+
+    long_turns = {r["text"] for r in rows if r["duration"] > 20}
+    assert long_turns, "the synthetic corpus has turns of 20-40 s"
+    finetune = compose_config(
+        CONF, "finetune", ["experiment=demo_finetune", "data=example_calls", "data.blend_weights=null"]
+    )
+    assert finetune.data.train_ds.max_duration >= max(r["duration"] for r in rows)
+    train_ds = OmegaConf.create(OmegaConf.to_container(finetune.data.train_ds, resolve=True))
+    train_ds.update({"num_workers": 0, "seed": 0, "shard_seed": 0, "concurrent_bucketing": False})
+    train_ds.update({"bucket_buffer_size": 50, "shuffle_buffer_size": 50})
+
+    class Identity:
+        def __getitem__(self, cuts):
+            return cuts
+
+    loader = get_lhotse_dataloader_from_config(train_ds, global_rank=0, world_size=1, dataset=Identity())
+    seen, corpora = set(), set()
+    for _, batch in zip(range(40), loader):
+        for cut in batch:
+            seen.add(cut.supervisions[0].text)
+            corpora.add(cut.corpus)
+    assert corpora == {"example_calls", "example_replay"} and seen & long_turns
+    for path in (finetune.data.validation_ds.cuts_path, *finetune.data.dev_sets.values()):
+        assert Path(path).is_file(), path
