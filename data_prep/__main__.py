@@ -5,8 +5,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from data_prep.errors import or_exit
 from data_prep.prepare import prepare_corpus
+from recipes.errors import exit_on_usage_error, run_hydra_main
 
 
 def report(summary: dict) -> str:
@@ -30,9 +30,10 @@ def report(summary: dict) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="../conf/data_prep", config_name="prepare")
+@exit_on_usage_error("data_prep")  # inside Hydra's job: no "Error executing job" line
 def main(cfg: DictConfig) -> None:
-    print(report(or_exit("data_prep", lambda: prepare_corpus(cfg))))
+    print(report(prepare_corpus(cfg)))
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_main(main, "data_prep")

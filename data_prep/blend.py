@@ -20,13 +20,15 @@ from typing import Mapping
 import hydra
 import yaml
 from lhotse import CutSet
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from data_prep.bins import estimate_bins, write_bins
-from data_prep.errors import DataPrepError, or_exit
+from data_prep.checks import BLEND
+from data_prep.errors import DataPrepError
 from data_prep.prepare import split_dir
 from data_prep.settings import resolve_config
 from data_prep.summary import write_json
+from recipes.errors import exit_on_usage_error, run_hydra_main
 
 
 def _prepared(out_root: Path, corpus: str, split: str) -> dict:
@@ -45,22 +47,12 @@ def _prepared(out_root: Path, corpus: str, split: str) -> dict:
 
 def write_blend(cfg: Mapping) -> dict:
     """Write the blend described by the composed ``blend`` config; returns the contents of blend.json."""
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(dict(cfg))
+    BLEND.check(cfg, DataPrepError)  # the keys' types and ranges (data_prep/checks.py)
     conf = resolve_config(cfg)
-    blend, out_root = conf.get("blend"), Path(conf.get("out_root") or "data/prepared")
-    if not isinstance(blend, Mapping) or not blend.get("name"):
-        raise DataPrepError("no blend selected: run with blend=<name> (a file in conf/data_prep/blend/)")
-    name, split = blend["name"], blend.get("split", "train")
-    corpora = blend.get("corpora") or []
-    if not corpora:
-        raise DataPrepError(f"blend {name!r} lists no corpora")
-    for item in corpora:
-        weight = item.get("weight") if isinstance(item, Mapping) else None
-        if not isinstance(item, Mapping) or not item.get("corpus"):
-            raise DataPrepError(f"blend {name!r}: each entry needs 'corpus' and 'weight' (got {item!r})")
-        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
-            raise DataPrepError(
-                f"blend {name!r}: weight of {item['corpus']!r} must be a positive number (got {weight!r})"
-            )
+    blend, out_root = conf["blend"], Path(conf["out_root"])
+    name, split, corpora = blend["name"], blend.get("split", "train"), blend["corpora"]
     num_buckets = conf.get("num_buckets", 30)
     summaries = {item["corpus"]: _prepared(out_root, item["corpus"], split) for item in corpora}
 
@@ -112,11 +104,12 @@ def write_blend(cfg: Mapping) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf/data_prep", config_name="blend")
+@exit_on_usage_error("data_prep.blend")  # inside Hydra's job: no "Error executing job" line
 def main(cfg: DictConfig) -> None:
-    info = or_exit("data_prep.blend", lambda: write_blend(cfg))
+    info = write_blend(cfg)
     shares = ", ".join(f"{c['corpus']} {c['share_of_sampled_cuts']:.0%} ({c['hours']:.2f} h)" for c in info["corpora"])
     print(f"blend {info['name']}: {shares}\n  {info['input_cfg']}\n  {info['duration_bins']}")
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_main(main, "data_prep.blend")

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from typing import Callable, TypeVar
-
-T = TypeVar("T")
+from recipes.errors import UsageError
 
 
-class DataPrepError(Exception):
+class DataPrepError(UsageError):
     """A problem that stops the run before any work: a config error, a missing or unreadable input file,
-    or an accounting mismatch at the end. The message is meant to be shown to the user as it is."""
-
-
-def or_exit(program: str, work: Callable[[], T]) -> T:
-    """Run ``work``; on :class:`DataPrepError` print its one-line message and exit with status 2
-    (the command-line contract of every data_prep entry point: no traceback for a user error)."""
-    try:
-        return work()
-    except DataPrepError as e:
-        print(f"{program}: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    or an accounting mismatch at the end. The message is meant to be shown to the user as it is; every
+    data_prep entry point reports it as recipes' :class:`UsageError` (one line per problem, exit status 2)."""
 
 
 # Every reason a row can be set aside for, with the sentence the docs and `rejects.jsonl` readers see.

@@ -14,16 +14,17 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from data_prep.channels import corpus_channel
+from data_prep.checks import PREPARE
 from data_prep.errors import DataPrepError
 from data_prep.feasibility import Feasibility, feasibility
 from data_prep.tarred import TarredShards, tarred_shards
-from data_prep.text import POLICIES, TextPolicy
+from data_prep.text import TextPolicy
+from recipes.errors import first_line, missing_message
 
 INPUT_FORMATS = ("auto", "nemo", "lhotse", "tsv")
-SHAR_AUDIO_FORMATS = ("flac", "wav", "opus", "mp3", "original")
-FEASIBILITY_RULES = ("auto", "ctc", "rnnt")
 _CUT_TYPES = ("MonoCut", "MultiCut", "MixedCut")
 
 
@@ -95,17 +96,6 @@ def _require(cond: bool, message: str) -> None:
         raise DataPrepError(message)
 
 
-def _number(cfg: Mapping, key: str, where: str, minimum: float | None = None) -> float:
-    value = cfg.get(key)
-    _require(
-        isinstance(value, (int, float)) and not isinstance(value, bool),
-        f"{where}.{key} must be a number (got {value!r})",
-    )
-    if minimum is not None:
-        _require(value >= minimum, f"{where}.{key} must be >= {minimum} (got {value})")
-    return float(value)
-
-
 def check_readable(path: Path, what: str) -> None:
     """Stop with one message unless ``path`` is a file we can open and read (gzip included)."""
     _require(path.exists(), f"{what} not found: {path}")
@@ -169,17 +159,8 @@ def _input_spec(item: Any, where: str, corpus_root: Path | None) -> InputSpec:
 
 def _corpus(cfg: Mapping) -> CorpusSpec:
     _require(isinstance(cfg, Mapping), "no corpus selected: run with corpus=<name> (a file in conf/data_prep/corpus/)")
-    name = cfg.get("name")
-    _require(isinstance(name, str) and name.strip() != "", "corpus.name must be a non-empty string")
-    _require(
-        "/" not in name and name not in (".", "..", "blends"), f"corpus.name {name!r} cannot be used as a folder name"
-    )
-    corpus_root = cfg.get("audio_root")
-    if corpus_root is not None:
-        corpus_root = Path(corpus_root)
-        _require(corpus_root.is_dir(), f"corpus.audio_root is not a directory: {corpus_root}")
-    splits = cfg.get("splits")
-    _require(isinstance(splits, Mapping) and len(splits) > 0, "corpus.splits must map split names to lists of inputs")
+    name, splits = cfg["name"], cfg["splits"]  # checked by the schema (data_prep/checks.py)
+    corpus_root = Path(cfg["audio_root"]) if cfg.get("audio_root") is not None else None
     specs = {}
     for split, items in splits.items():
         if isinstance(items, (str, Mapping)):
@@ -198,29 +179,12 @@ def _corpus(cfg: Mapping) -> CorpusSpec:
 
 
 def _filters(cfg: Mapping, tokenizer: Path | None) -> Filters:
-    where = "filters"
-    rule = cfg.get("feasibility", "auto")
-    _require(
-        rule in FEASIBILITY_RULES, f"filters.feasibility must be one of {', '.join(FEASIBILITY_RULES)} (got {rule!r})"
-    )
-    f = Filters(
-        min_duration=_number(cfg, "min_duration", where, 0.0),
-        max_duration=_number(cfg, "max_duration", where, 0.0),
-        min_chars_per_second=_number(cfg, "min_chars_per_second", where, 0.0),
-        max_chars_per_second=_number(cfg, "max_chars_per_second", where, 0.0),
-        max_unk_share=_number(cfg, "max_unk_share", where, 0.0),
-        encoder_frame_s=_number(cfg, "encoder_frame_s", where, 0.0),
+    names = ("min_duration", "max_duration", "min_chars_per_second", "max_chars_per_second", "max_unk_share")
+    return Filters(
+        **{name: float(cfg[name]) for name in (*names, "encoder_frame_s")},
         dedupe=bool(cfg.get("dedupe", True)),
-        feasibility=feasibility(tokenizer, rule, cfg.get("max_symbols")),
+        feasibility=feasibility(tokenizer, cfg.get("feasibility", "auto"), cfg.get("max_symbols")),
     )
-    _require(f.min_duration < f.max_duration, "filters.min_duration must be below filters.max_duration")
-    _require(
-        f.min_chars_per_second < f.max_chars_per_second,
-        "filters.min_chars_per_second must be below filters.max_chars_per_second",
-    )
-    _require(f.max_unk_share <= 1.0, "filters.max_unk_share is a share: between 0 and 1")
-    _require(f.encoder_frame_s > 0, "filters.encoder_frame_s must be positive")
-    return f
 
 
 def resolve_config(cfg: DictConfig | Mapping) -> dict:
@@ -229,85 +193,47 @@ def resolve_config(cfg: DictConfig | Mapping) -> dict:
         cfg = OmegaConf.create(dict(cfg))
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    except Exception as e:  # an unresolved interpolation or a missing (???) value
-        raise DataPrepError(f"config error: {e}".splitlines()[0]) from None
+    except (MissingMandatoryValue, InterpolationToMissingValueError) as e:  # a required ??? value not given
+        raise DataPrepError(missing_message(e)) from None
+    except Exception as e:  # an unresolved interpolation
+        raise DataPrepError(
+            f"{getattr(e, 'full_key', None) or 'config'}: cannot be resolved ({first_line(e)})"
+        ) from None
     resolved.pop("hydra", None)
     return resolved
 
 
 def settings_from_cfg(cfg: DictConfig | Mapping) -> PrepSettings:
-    """Check the composed ``prepare`` config and return typed settings (raises :class:`DataPrepError`)."""
+    """Check the composed ``prepare`` config against its schema (``data_prep/checks.py``) and return typed settings
+    (raises :class:`DataPrepError`, one line per problem)."""
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(dict(cfg))
+    PREPARE.check(cfg, DataPrepError)
     resolved = resolve_config(cfg)
-
-    text_cfg = resolved.get("text") or {}
-    _require(
-        text_cfg.get("policy") in POLICIES,
-        f"text.policy must be one of {', '.join(POLICIES)} (got {text_cfg.get('policy')!r})",
-    )
+    text_cfg = resolved["text"]
     text = TextPolicy(
         policy=text_cfg["policy"],
         nfkc=bool(text_cfg.get("nfkc", True)),
         ascii_punctuation=bool(text_cfg.get("ascii_punctuation", True)),
     )
-
-    tokenizer = resolved.get("tokenizer")
-    if tokenizer is not None:
-        tokenizer = Path(tokenizer)
-        _require(
-            tokenizer.exists(),
-            f"tokenizer not found: {tokenizer} (give a .nemo, a .model or a tokenizer dir, or tokenizer=null)",
-        )
-
-    audio_cfg = resolved.get("audio") or {}
-    sample_rate = audio_cfg.get("sample_rate")
-    _require(
-        isinstance(sample_rate, int) and sample_rate > 0,
-        f"audio.sample_rate must be a positive integer (got {sample_rate!r})",
-    )
-    shar_cfg = resolved.get("shar") or {}
-    shar_format = shar_cfg.get("audio_format")
-    _require(
-        shar_format in SHAR_AUDIO_FORMATS,
-        f"shar.audio_format must be one of {', '.join(SHAR_AUDIO_FORMATS)} (got {shar_format!r})",
-    )
-    shard_size = shar_cfg.get("shard_size")
-    _require(
-        isinstance(shard_size, int) and shard_size > 0,
-        f"shar.shard_size must be a positive integer (got {shard_size!r})",
-    )
+    tokenizer = Path(resolved["tokenizer"]) if resolved.get("tokenizer") is not None else None
     audio = AudioChecks(
-        sample_rate=sample_rate,
-        duration_tolerance=_number(resolved.get("validation") or {}, "duration_tolerance", "validation", 0.0),
-        shar_format=shar_format,
-        filters=_filters(resolved.get("filters") or {}, tokenizer),
-        telephone=_number(resolved.get("augment") or {"telephone": 0.0}, "telephone", "augment", 0.0),
+        sample_rate=resolved["audio"]["sample_rate"],
+        duration_tolerance=float(resolved["validation"]["duration_tolerance"]),
+        shar_format=resolved["shar"]["audio_format"],
+        filters=_filters(resolved["filters"], tokenizer),
+        telephone=float((resolved.get("augment") or {}).get("telephone", 0.0)),
     )
-    _require(audio.telephone <= 1.0, "augment.telephone is a share of the rows: between 0 and 1")
-
     workers = resolved.get("num_workers")
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    _require(
-        isinstance(workers, int) and workers > 0, f"num_workers must be a positive integer or null (got {workers!r})"
-    )
-
-    buckets = (resolved.get("bins") or {}).get("num_buckets")
-    _require(isinstance(buckets, int) and buckets >= 2, f"bins.num_buckets must be an integer >= 2 (got {buckets!r})")
-
-    out_root = resolved.get("out_root")
-    _require(bool(out_root), "out_root must be set")
-
     part = resolved.get("part") or {}
-    count, index = part.get("count", 1), part.get("index", 0)
-    _require(isinstance(count, int) and count >= 1, f"part.count must be a positive integer (got {count!r})")
-    _require(
-        isinstance(index, int) and 0 <= index < count,
-        f"part.index must be an integer from 0 to part.count - 1 = {count - 1} (got {index!r})",
-    )
+    index, count = part.get("index", 0), part.get("count", 1)
+    shard_size, buckets = resolved["shar"]["shard_size"], resolved["bins"]["num_buckets"]
 
     return PrepSettings(
         corpus=_corpus(resolved.get("corpus")),
-        out_root=Path(out_root),
+        out_root=Path(resolved["out_root"]),
         text=text,
         audio=audio,
         shard_size=shard_size,

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Mapping
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from data_prep.checks import TOKENIZER
 from data_prep.errors import DataPrepError
 from data_prep.tokenizer import REPLACEMENT_WARNING, domain_texts, train_sentencepiece
 from recipes.errors import exit_on_usage_error, run_hydra_main
@@ -22,9 +23,7 @@ log = logging.getLogger(__name__)
 
 def train_domain_tokenizer(cfg: Mapping) -> Path:
     """Train on the transcripts of ``cfg.cuts`` (prepared, normalised) and write ``cfg.out_dir``."""
-    for path in cfg["cuts"]:
-        if not Path(path).is_file():
-            raise DataPrepError(f"cuts={path}: no such file: prepare the corpus first (python -m data_prep corpus=...)")
+    TOKENIZER.check(cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg)), DataPrepError)
     log.warning(REPLACEMENT_WARNING)
     out = train_sentencepiece(domain_texts(cfg["cuts"]), cfg["out_dir"], cfg["vocab_size"], cfg["model_type"])
     log.info("SentencePiece %s tokenizer, %d pieces -> %s", cfg["model_type"], cfg["vocab_size"], out)

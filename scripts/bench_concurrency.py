@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from lhotse import CutSet
 
+from recipes.errors import exit_on_usage_error
 from recipes.streaming.engine import StreamingRecognizer
 from recipes.streaming.geometry import SAMPLE_RATE, ChunkPlan, lookahead_ms
 from recipes.streaming.modes import evaluation_mode
@@ -239,6 +240,7 @@ def print_report(report: dict) -> None:
         )
 
 
+@exit_on_usage_error("scripts.bench_concurrency")
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(REPO / "models/demo_base.nemo"))

@@ -32,6 +32,7 @@ import numpy as np
 import soundfile as sf
 
 from recipes.config import REPO
+from recipes.errors import exit_on_usage_error
 
 WORDS = (
     "the account number is please hold while I check your order it was shipped on monday "
@@ -102,6 +103,7 @@ def timed(cmd: list[str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+@exit_on_usage_error("scripts.bench_data_prep")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hours", type=float, default=1.0, help="at least this much audio (default 1.0)")

@@ -19,6 +19,7 @@ import time
 from datetime import datetime, timezone
 
 from recipes.config import REPO
+from recipes.errors import exit_on_usage_error
 
 GOAL = 0.10
 
@@ -43,6 +44,7 @@ def recorded_eval_seconds(run_name: str) -> list[float]:
     return [json.loads(path.read_text())["eval_seconds"] for path in reports]
 
 
+@exit_on_usage_error("scripts.bench_eval_share")
 def main(argv: list[str]) -> None:
     overrides = argv if any(a.startswith("experiment=") for a in argv) else ["experiment=demo_finetune", *argv]
     print(

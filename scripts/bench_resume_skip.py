@@ -14,9 +14,11 @@ import torch
 from nemo.collections.asr.models import ASRModel
 
 from recipes.config import CONF, REPO, compose_config
+from recipes.errors import exit_on_usage_error
 from recipes.finetune.train import train_data_config
 
 
+@exit_on_usage_error("scripts.bench_resume_skip")
 def main(argv: list[str]) -> None:
     args = dict(a.split("=", 1) for a in argv)
     batches = int(args.pop("batches", 300))

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 import torch
 from nemo.collections.asr.losses.rnnt import RNNTLoss
 
+from recipes.errors import exit_on_usage_error
 from recipes.finetune.loss import use_vectorized_loss
 
 SHAPES = [  # (batch, frames, labels, vocab): ~2.4 s general utterances, ~4 s aviation calls, 10 s utterances
@@ -45,6 +46,7 @@ def time_loss(loss: RNNTLoss, acts, targets, act_lens, label_lens, repeats: int)
     return best, float(value.detach())
 
 
+@exit_on_usage_error("scripts.bench_rnnt_loss")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)

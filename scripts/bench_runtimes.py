@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from recipes.errors import exit_on_usage_error
 from recipes.evaluate.sets import load_eval_set
 from recipes.export.onnx import export_onnx
 from recipes.export.onnx_streaming import compare_runtimes, runtime_table
@@ -29,6 +30,7 @@ DEV_SETS = {
 }
 
 
+@exit_on_usage_error("scripts.bench_runtimes")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="models/demo_base.nemo")

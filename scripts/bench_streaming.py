@@ -59,6 +59,7 @@ import soundfile as sf
 import torch
 from lhotse import CutSet
 
+from recipes.errors import exit_on_usage_error
 from recipes.streaming.decoders import LabelLoopingDecoder
 from recipes.streaming.engine import StreamingRecognizer, count_token_differences, padded
 from recipes.streaming.geometry import SAMPLE_RATE, ChunkPlan, lookahead_ms
@@ -356,6 +357,7 @@ def word_differences(a: Sequence[str], b: Sequence[str]) -> tuple[int, int]:
     return out.substitutions + out.deletions + out.insertions, sum(len(x.split()) for x, _ in pairs)
 
 
+@exit_on_usage_error("scripts.bench_streaming")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(REPO / "models/demo_base.nemo"))

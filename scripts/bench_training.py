@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 from recipes.checks import check_finetune
 from recipes.config import CONF, REPO, compose_config
+from recipes.errors import exit_on_usage_error
 from recipes.finetune.callbacks.memory import MemoryMeter
 from recipes.finetune.model import build_model
 
@@ -113,6 +114,7 @@ def bench(overrides: list[str], steps: int, warmup: int) -> dict:
     }
 
 
+@exit_on_usage_error("scripts.bench_training")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny_streaming", choices=["tiny_streaming", "nemotron_streaming_0.6b"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from recipes.checks import check_submit
 from recipes.config import CONF, compose_config
 from recipes.errors import UsageError, exit_on_usage_error
 from slurm.jobs import Plan, plan_jobs
@@ -88,6 +89,7 @@ def show(plan: Plan) -> str:
 def main(argv: list[str] | None = None) -> dict[str, str]:
     kind, ours, recipe = split_args(sys.argv[1:] if argv is None else argv)
     cfg = compose_config(CONF, "submit", ours)
+    check_submit(cfg)  # the cluster config's keys (recipes/checks/submit.py)
     plan = plan_jobs(kind, cfg.cluster, recipe)
     if cfg.dry_run:
         print(show(plan))

@@ -472,7 +472,7 @@ def test_parts_then_merge_equal_one_run(tmp_path):
 
 
 def test_part_index_outside_count_is_one_line(tmp_path):
-    with pytest.raises(DataPrepError, match="part.index must be an integer from 0 to part.count - 1 = 1"):
+    with pytest.raises(DataPrepError, match="part.index=2: give an integer from 0 to part.count - 1 = 1"):
         prepare_corpus(
             make_cfg(tmp_path, {"train": [str(write_lines(tmp_path / "t.jsonl", []))]}, "part.index=2", "part.count=2")
         )
@@ -517,12 +517,12 @@ def test_unreadable_input_file_stops(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("text.policy=shout", "text.policy must be one of"),
-        ("filters.min_duration=50", "filters.min_duration must be below"),
-        ("shar.audio_format=ogg", "shar.audio_format must be one of"),
-        ("shar.shard_size=0", "shar.shard_size must be a positive integer"),
-        ("tokenizer=/nonexistent/tokenizer.model", "tokenizer not found"),
-        ("corpus.language=${oc.env:NO_SUCH_VARIABLE_HERE}", "config error"),
+        ("text.policy=shout", "text.policy=shout: not one of pnc, lower_strip"),
+        ("filters.min_duration=50", "filters.min_duration=50: must be below filters.max_duration=40"),
+        ("shar.audio_format=ogg", "shar.audio_format=ogg: not one of flac, wav"),
+        ("shar.shard_size=0", "shar.shard_size=0: give an integer >= 1"),
+        ("tokenizer=/nonexistent/tokenizer.model", "tokenizer=/nonexistent/tokenizer.model: not found"),
+        ("corpus.language=${oc.env:NO_SUCH_VARIABLE_HERE}", "corpus.language: cannot be resolved"),
     ],
 )
 def test_config_errors_stop_with_one_message(tmp_path, override, message):

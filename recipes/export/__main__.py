@@ -6,17 +6,18 @@ import json
 import hydra
 from omegaconf import DictConfig
 
-from recipes.config import register_resolvers
+from recipes.checks import check_export
 from recipes.errors import exit_on_usage_error, run_hydra_main
-from recipes.export.pipeline import run
 
 
 @hydra.main(config_path="../../conf", config_name="export", version_base="1.3")
 @exit_on_usage_error("recipes.export")  # inside Hydra's main, which would print a traceback
 def main(cfg: DictConfig) -> None:
+    check_export(cfg)  # within seconds: NeMo (a ~10 s import) is not loaded yet
+    from recipes.export.pipeline import run
+
     print(json.dumps(run(cfg), indent=1))
 
 
 if __name__ == "__main__":
-    register_resolvers()
     run_hydra_main(main, "recipes.export")

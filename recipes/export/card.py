@@ -26,10 +26,9 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from recipes.checks import check_card
 from recipes.errors import UsageError, exit_on_usage_error, run_hydra_main
 from recipes.evaluate.reports import RUN_PLOT, latency_table, lookahead_key_ms, read_run_reports, wer_table
-from recipes.export.checkpoints import run_config
-from recipes.export.pipeline import EXPORT_RECORD
 from recipes.run_dir import write_atomic
 
 CARD = "RESULTS.md"
@@ -189,6 +188,8 @@ def commands(run_dir: Path, run: DictConfig, reports: dict[str, str], extra: lis
     """The commands behind the card: ``extra`` (e.g. data preparation), the fine-tuning command (from the overrides
     Hydra recorded in ``<run_dir>/.hydra``), the export command (``<run_dir>/export.json``) and the evaluations that
     wrote the reports (their model, the run's dev sets, the report path)."""
+    from recipes.export.pipeline import EXPORT_RECORD  # imports NeMo: not before the config is checked
+
     lines = list(extra)
     overrides = run_dir / ".hydra" / "overrides.yaml"
     if overrides.is_file():
@@ -263,6 +264,8 @@ def write_card(
     """Write ``<run_dir>/RESULTS.md`` (or ``output``); returns its path. ``long_form_sets``: names of continuous-stream
     sets in the reports (None: the run's ``callbacks.checkpoint.long_form_sets``), flagged over
     ``max_long_form_ratio`` x the base's WER."""
+    from recipes.export.checkpoints import run_config  # imports NeMo: not before the config is checked
+
     run_dir = Path(run_dir)
     run = run_config(run_dir)
     base, exported = _read_json(base_report, "base_report"), _read_json(exported_report, "exported_report")
@@ -305,6 +308,7 @@ def write_card(
 @hydra.main(config_path="../../conf", config_name="card", version_base="1.3")
 @exit_on_usage_error("recipes.export.card")
 def main(cfg: DictConfig) -> None:
+    check_card(cfg)
     long_form = None if cfg.long_form_sets is None else list(cfg.long_form_sets)
     print(
         write_card(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from recipes.errors import UsageError
+from recipes.checks import check_export
 from recipes.evaluate.sets import load_eval_set
 from recipes.export.checkpoints import (
     AVERAGED_DIR,
@@ -41,25 +41,7 @@ def rank_by(cfg: DictConfig) -> RankBy:
     sets = list(run.callbacks.checkpoint.eval_sets or {})
     name = cfg.rank_by.set or (sets[0] if sets else None)
     ms = cfg.rank_by.lookahead_ms or lookahead_ms(run.model.att_context_size[0])
-    if cfg.rank_by.metric not in ("wer", "wer_normalized"):
-        raise UsageError(f"rank_by.metric={cfg.rank_by.metric}: use wer or wer_normalized")
     return RankBy(name, int(ms), cfg.rank_by.metric)
-
-
-def validate(cfg: DictConfig) -> None:
-    """Config mistakes, before any model is loaded."""
-    run_config(cfg.run_dir)
-    select = cfg.average.select
-    if select not in (None, "last", "best"):
-        raise UsageError(f"average.select={select}: use last, best or null (no averaging)")
-    if select and int(cfg.average.num) < 2:
-        raise UsageError(f"average.num={cfg.average.num}: averaging needs at least 2 checkpoints")
-    if cfg.checkpoint == "averaged" and not select:
-        raise UsageError("checkpoint=averaged needs average.select=last or best")
-    if cfg.checkpoint not in ("best", "averaged"):
-        resolve_checkpoint(cfg.run_dir, cfg.checkpoint)
-    if cfg.check.data is not None and not Path(cfg.check.data).is_file():
-        raise UsageError(f"check.data={cfg.check.data}: no such cuts file")
 
 
 def average(cfg: DictConfig) -> Path:
@@ -92,7 +74,7 @@ def check_sets(cfg: DictConfig):
 
 def run(cfg: DictConfig) -> dict:
     """Returns what was written: ``{"checkpoint", "averaged", "nemo", "onnx", "parity"}`` (paths, None if not)."""
-    validate(cfg)
+    check_export(cfg)  # config mistakes, before any model is loaded (recipes/checks/stages.py)
     averaged = average(cfg) if cfg.average.select else None
     checkpoint = chosen_checkpoint(cfg, averaged)
     decoding = OmegaConf.to_container(cfg.nemo.decoding) if cfg.nemo.decoding else None

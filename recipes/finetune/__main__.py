@@ -13,19 +13,29 @@ import hydra
 from omegaconf import DictConfig
 
 from recipes.checks import check_finetune
-from recipes.config import register_resolvers
-from recipes.errors import EXIT_PREEMPTED, exit_on_usage_error, run_hydra_main
+from recipes.config import CONF, compose_config
+from recipes.errors import EXIT_PREEMPTED, UsageError, exit_on_usage_error, run_hydra_main
+
+
+def check_command_line(overrides: list[str]) -> None:
+    """Every config check, within seconds and before Hydra creates the run directory (under ``paths.exp_dir``) or
+    NeMo (a ~10 s import) is loaded; a composition error is left to Hydra's main, which reports it."""
+    try:
+        cfg = compose_config(CONF, "finetune", overrides)
+    except UsageError:
+        return
+    check_finetune(cfg)
 
 
 @hydra.main(config_path="../../conf", config_name="finetune", version_base="1.3")
 @exit_on_usage_error("recipes.finetune")  # inside Hydra's job: no "Error executing job" line
 def main(cfg: DictConfig) -> None:
-    check_finetune(cfg)  # within seconds: NeMo (a ~10 s import) is not loaded yet
     if cfg.validate_only:
+        check_finetune(cfg)
         print(f"recipes.finetune: configuration OK ({cfg.paths.run_dir})")
         return
     from recipes.finetune.callbacks.preemption import Preempted
-    from recipes.finetune.train import train  # imports NeMo
+    from recipes.finetune.train import train  # imports NeMo; checks the config again (train() is a library call)
 
     try:
         train(cfg)
@@ -35,5 +45,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    register_resolvers()
-    run_hydra_main(main, "recipes.finetune")
+    run_hydra_main(main, "recipes.finetune", check=check_command_line)

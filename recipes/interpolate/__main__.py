@@ -8,7 +8,6 @@ import hydra
 from omegaconf import DictConfig
 
 from recipes.checks import check_interpolate
-from recipes.config import register_resolvers
 from recipes.errors import exit_on_usage_error, run_hydra_main
 
 
@@ -22,5 +21,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    register_resolvers()
     run_hydra_main(main, "recipes.interpolate")
