@@ -110,6 +110,31 @@ def training_section(run: DictConfig, run_dir: Path) -> list[str]:
     ]
 
 
+def trained_with_section(run: DictConfig) -> list[str]:
+    """Loss (FastEmit, clamp), SpecAugment, decoding, preprocessor and tokenizer the run trained with, each with its
+    source: the base checkpoint, the architecture (from scratch) or an override of the run's config."""
+    from recipes.finetune.trained_with import keep_trained_with, settings_table
+    from recipes.model_files import nemo_config
+
+    model, recorded = run.model, run.get("init_from_file")
+    lines = ["## Trained with", ""]
+    if model.init_from:
+        path = Path(recorded.path if recorded else model.init_from)
+        if not path.is_file():
+            return lines + [f"(not listed: the base model `{path}` is not on this machine)", ""]
+        base = nemo_config(path, "model.init_from")
+    else:
+        base = model.architecture
+    _, settings = keep_trained_with(base, model)
+    return lines + [
+        "What the base model was trained with is kept unless the run set it (`model.loss`, `model.spec_augment`, "
+        "`model.decoding`); preprocessor and tokenizer are always the model's.",
+        "",
+        *settings_table(settings),
+        "",
+    ]
+
+
 def wer_section(base: dict, exported: dict, exported_name: str) -> list[str]:
     rows = {f"base (`{base.get('model', 'base')}`)": base["sets"], f"exported (`{exported_name}`)": exported["sets"]}
     return [
@@ -278,6 +303,7 @@ def write_card(
         f"Exported model: `{exported.get('model', '-')}`.",
         "",
         *training_section(run, run_dir),
+        *trained_with_section(run),
         *data_section(run),
         *wer_section(base, exported, exported.get("model", "exported")),
         *long_form_section(base, exported, long_form_names(run, long_form_sets), max_long_form_ratio),

@@ -91,8 +91,9 @@ def run(cfg: DictConfig) -> dict:
     }
     if cfg.onnx.output_dir:
         out = Path(cfg.onnx.output_dir)
-        export_onnx(model, out, int8=cfg.onnx.int8)
-        parity = compare_runtimes(model, out, sets, sherpa=cfg.onnx.sherpa)
+        lookaheads = OmegaConf.to_container(cfg.onnx.lookaheads) if cfg.onnx.get("lookaheads") else None
+        export_onnx(model, out, lookaheads, int8=cfg.onnx.int8)
+        parity = compare_runtimes(model, out, sets, lookaheads, sherpa=cfg.onnx.sherpa)
         (out / PARITY_REPORT).write_text(json.dumps(parity, indent=1))
         print(runtime_table(parity))
         mismatches = sum(e["token_mismatches"] for by in parity.values() for e in by.values())
