@@ -111,7 +111,7 @@ def test_two_node_finetune_runs_a_rank_per_node_and_ends_with_the_one_node_weigh
         ("COMPLETED", "0:0", "node[1-2]")
     ]
     # The controller granted one GPU on each node; the ranks ran on CPU there, one per node, each on its own host.
-    assert "gres/gpu:1" in job["TresPerNode"] or "gpu:1" in job["TresPerNode"]
+    assert job["TresPerNode"] == "gres:gpu:1"
     assert ranks(log) == {(0, 2, 0, 0, "node1"), (1, 2, 1, 0, "node2")}
     assert "training exited with 0" in log.read_text()
     assert_one_evaluation_per_checkpoint(run_dir)
