@@ -43,8 +43,7 @@ def prepare(tmp_path: Path, splits: dict, *overrides: str, name: str = "c") -> d
         ["corpus=demo_general", f"corpus.name={name}", f"out_root={tmp_path / 'out'}", "progress=false", *overrides],
     )
     OmegaConf.update(cfg, "corpus.splits", splits, merge=False)
-    if "long_form" in cfg:  # the demo corpus's streams are built from splits these tests do not have
-        cfg.long_form = {}
+    cfg.long_form = {}  # demo_general's dev streams are built from a split these tests do not have
     return prepare_corpus(cfg)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from lhotse import CutSet, Recording, SupervisionSegment, fastcopy
 from omegaconf import OmegaConf
 
@@ -104,6 +105,30 @@ def test_text_equals_the_streaming_hypothesis_of_recipes_evaluate(model, speech,
     expected = {u["id"]: u["hyp"] for u in report["sets"]["set"]["560ms"]["utterances"]}
     transcribe(config(tmp_path, cuts), model)
     assert {line["id"]: line["text"] for line in read_lines(tmp_path / "out.jsonl")} == expected
+
+
+def test_block_features_equal_the_whole_recording_s(model, speech, tmp_path):
+    """Features computed 30 s at a time, read chunk by chunk as the engine reads them, are the whole recording's
+    exactly (44.1 kHz stereo: resampled and down-mixed block by block too)."""
+    from recipes.streaming.engine import StreamingRecognizer
+    from recipes.transcribe.audio import file_cut, on_channel
+    from recipes.transcribe.features import BlockFeatures
+
+    parts = [np.concatenate([audio, np.zeros(8000, np.float32)]) for audio, _ in speech.values()] * 4
+    x = np.concatenate(parts)
+    x = np.interp(np.arange(int(len(x) * 44100 / 16000)) * 16000 / 44100, np.arange(len(x)), x)
+    sf.write(tmp_path / "long.wav", np.stack([x, 0.3 * x[::-1]], axis=1).astype(np.float32), 44100)
+    audio = on_channel(file_cut(str(tmp_path / "long.wav")), "mix")
+    assert audio.num_samples > 2 * 30 * 16000  # three blocks at least
+    recognizer = StreamingRecognizer(model)
+    whole = recognizer.features([audio.read(0, audio.num_samples)])[0]
+    blocks = BlockFeatures(audio, recognizer)
+    assert (blocks.size(0), blocks.size(1)) == tuple(whole.shape)
+    read, start = [], 0
+    while start < whole.size(1):  # chunks of 56 frames with 9 frames of history, as a 560 ms stream reads them
+        read.append(blocks[:, max(0, start - 9) : start + 56][:, start - max(0, start - 9) :])
+        start += 56
+    assert torch.equal(torch.cat(read, dim=1), whole)
 
 
 def test_token_times_increase_and_fall_inside_the_audio(model, speech, tmp_path):

@@ -36,7 +36,9 @@ class BlockFeatures:
         self.hop = int(round(preprocessor.get("window_stride", 0.01) * SAMPLE_RATE))
         self.bins = int(preprocessor.get("features", 80))
         normalised = str(preprocessor.get("normalize", "NA")) not in ("NA", "None", "none")
-        self.num_frames = audio.num_samples // self.hop + 1
+        # As many frames as the preprocessor gives the whole recording (its own length rule, e.g. samples // hop).
+        length = torch.tensor([audio.num_samples])
+        self.num_frames = int(recognizer.model.preprocessor.featurizer.get_seq_len(length)[0])
         self.block = self.num_frames if normalised else max(1, int(BLOCK_SECONDS * SAMPLE_RATE) // self.hop)
         self.device = recognizer.model.device
         self.error: str | None = None
@@ -72,18 +74,21 @@ class BlockFeatures:
         feats = self.recognizer.features([samples])[0]
         self.progress((last - first) * self.hop / SAMPLE_RATE)
         skip = first - lo // self.hop
-        block = feats[:, skip : skip + last - first]
-        if block.size(1) < last - first:  # a failed read gave fewer samples: silence's features
-            block = torch.cat([block, block.new_zeros(self.bins, last - first - block.size(1))], dim=1)
-        return block
+        return feats[:, skip : skip + last - first]
 
     def _read(self, lo: int, hi: int) -> np.ndarray:
+        """Samples ``lo:hi``; after a decoding failure (or audio shorter than its header said), silence, and the
+        stream's line will carry the reason instead of a transcript."""
+        samples = np.zeros(0, dtype=np.float32)
         if self.error is None:
             try:
-                return self.audio.read(lo, hi)
+                samples = self.audio.read(lo, hi)
             except Exception as err:  # any decoder's failure part way through a file
                 self.error = f"audio_undecodable: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
-        return np.zeros(hi - lo, dtype=np.float32)
+            else:
+                if len(samples) < hi - lo:
+                    self.error = f"audio_undecodable: the audio ends at {(lo + len(samples)) / SAMPLE_RATE:.2f} s"
+        return np.pad(samples, (0, hi - lo - len(samples)))
 
 
 def placeholder(num_samples: int) -> np.ndarray:
