@@ -107,7 +107,7 @@ def test_text_equals_the_streaming_hypothesis_of_recipes_evaluate(model, speech,
     assert {line["id"]: line["text"] for line in read_lines(tmp_path / "out.jsonl")} == expected
 
 
-def test_block_features_equal_the_whole_recording_s(model, speech, tmp_path):
+def test_block_features_equal_the_features_of_the_whole_recording(model, speech, tmp_path):
     """Features computed 30 s at a time, read chunk by chunk as the engine reads them, are the whole recording's
     exactly (44.1 kHz stereo: resampled and down-mixed block by block too)."""
     from recipes.streaming.engine import StreamingRecognizer
