@@ -1,6 +1,6 @@
 """A synthetic call-centre corpus in the shape of a real one, for the worked example of docs/own_data.md.
 
-    python -m scripts.make_example_calls [--out data/example_calls] [--train-calls 8] [--dev-calls 2] [--seed 0]
+    python -m scripts.make_example_calls [--out data/example_calls] [--train-calls 8] [--dev-calls 1] [--seed 0]
 
 Each call is a stereo 8 kHz mu-law WAV (telephone audio): the agent on channel 0, the customer on channel 1,
 taking turns of 1 to 16 eSpeak sentences of the demo corpus (up to about 40 s: turns of 20-40 s are common in
@@ -110,7 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("data/example_calls"))
     parser.add_argument("--train-calls", type=int, default=8)
-    parser.add_argument("--dev-calls", type=int, default=2)
+    parser.add_argument("--dev-calls", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     manifests = make_example_calls(args.out, {"train": args.train_calls, "dev": args.dev_calls}, args.seed)
