@@ -51,7 +51,7 @@ class Progress:
         self.started = time.perf_counter()
         self.done = 0.0
         self.bar = tqdm(
-            total=round(total_seconds / 3600, 4),
+            total=total_seconds / 3600,
             unit="h",
             bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} h audio [{elapsed}<{remaining}{postfix}]",
             disable=not enabled,
