@@ -128,13 +128,14 @@ def abort(program: str, problems: list[str]) -> NoReturn:
 def exit_on_usage_error(program: str):
     """Decorate an entry point (a plain ``main`` or a Hydra task function): every user mistake it raises ends as
     one line per problem on stderr and exit status 2, without a traceback. ``--debug`` among the command-line
-    arguments is taken out and sets ``RECIPES_DEBUG=1``."""
+    arguments (``sys.argv``, or an argument list handed to ``main``) is taken out and sets ``RECIPES_DEBUG=1``."""
 
     def decorate(main):
         @functools.wraps(main)
         def wrapper(*args, **kwargs):
-            if DEBUG_FLAG in sys.argv:
-                sys.argv.remove(DEBUG_FLAG)
+            if DEBUG_FLAG in sys.argv or any(isinstance(a, list) and DEBUG_FLAG in a for a in args):
+                sys.argv = [a for a in sys.argv if a != DEBUG_FLAG]
+                args = tuple([x for x in a if x != DEBUG_FLAG] if isinstance(a, list) else a for a in args)
                 os.environ[DEBUG_ENV] = "1"
             with reported(program):
                 return main(*args, **kwargs)

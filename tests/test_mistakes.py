@@ -440,3 +440,19 @@ def test_docs_show_the_table_and_the_schemas():
         text = DOCS.read_text()
     assert BEGIN in text and END in text
     assert text[text.index(BEGIN) : text.index(END) + len(END)] == generated, "UPDATE_DOCS=1 regenerates it"
+
+
+@pytest.mark.parametrize("debug", [{"RECIPES_DEBUG": "1"}, {}], ids=["RECIPES_DEBUG=1", "--debug"])
+def test_debug_shows_the_traceback_above_the_line(debug, demo_workdir):
+    args = ["base=/nowhere.nemo", f"finetuned={BASE_MODEL}", *([] if debug else ["--debug"])]
+    done = subprocess.run(
+        [sys.executable, "-m", "recipes.interpolate", *args],
+        cwd=demo_workdir,
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+        env=subprocess_env(PYTHONPATH=str(REPO), **debug),
+    )
+    assert done.returncode == 2
+    assert "Traceback" in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("recipes.interpolate: error: base=/nowhere.nemo: no such file")
