@@ -23,6 +23,7 @@ from unittest import mock
 import numpy as np
 import torch
 
+from recipes.errors import exit_on_usage_error
 from recipes.streaming import engine
 from recipes.streaming.engine import StreamingRecognizer
 from scripts.bench_concurrency import SOURCES, speech, streams
@@ -47,6 +48,7 @@ def weight_read_seconds(encoder, repeats: int = 3) -> tuple[float, int]:
     return best, sum(w.numel() * w.element_size() for w in weights)
 
 
+@exit_on_usage_error("scripts.profile_streaming_step")
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(REPO / "models/demo_base.nemo"))
