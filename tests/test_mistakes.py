@@ -188,6 +188,7 @@ MISTAKES = [
     m(SUB, "cluster.nodes=0", key="cluster.nodes"),
     m(SUB, "cluster.time=forever", key="cluster.time"),
     m(SUB, "cluster.requeue=never", key="cluster.requeue"),
+    m(SUB, "cluster.tasks_per_node=4", key="cluster.tasks_per_node", rule="one_rank_per_gpu", what="8 GPUs, 4 ranks"),
 ]
 
 

@@ -5,13 +5,22 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from recipes.schema import Bool, Either, Int, Key, ListOf, MapOf, Number, OneOf, Schema, Str
+from recipes.schema import Bool, Either, Int, Key, ListOf, MapOf, Number, OneOf, Rule, Schema, Str
 
 SLURM_TIME = Str(
     pattern=r"\d+(-\d{1,2}(:\d{2}){0,2})?|\d+(:\d{2}){1,2}",
     hint="a Slurm time limit: minutes, MM:SS, HH:MM:SS, D-HH or D-HH:MM:SS",
 )
 OPTIONAL = Str(null=True)
+
+
+def one_rank_per_gpu(cfg: DictConfig) -> list[str]:
+    """Each rank takes GPU ``SLURM_LOCALID`` of its node: fewer ranks leave GPUs idle, more share one."""
+    gpus, tasks = cfg.cluster.gpus_per_node, cfg.cluster.tasks_per_node
+    if gpus and tasks != gpus:
+        return [f"cluster.tasks_per_node={tasks}: one rank per GPU, so it must equal cluster.gpus_per_node={gpus}"]
+    return []
+
 
 SUBMIT = Schema(
     "slurm.submit",
@@ -46,6 +55,7 @@ SUBMIT = Schema(
         Key("cluster.evaluate.cpus_per_task", Int(lo=1)),
         Key("cluster.evaluate.time", SLURM_TIME),
     ],
+    (Rule("one_rank_per_gpu", one_rank_per_gpu, "cluster.tasks_per_node = cluster.gpus_per_node on GPU nodes"),),
 )
 
 
