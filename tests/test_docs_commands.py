@@ -3,9 +3,10 @@ documented command cannot rot unnoticed.
 
 A block's commands are its lines, continuation lines (a trailing ``\\``) joined and ``#`` comments stripped. They run
 in bash, in document order (README.md, then docs/ by name), in one scratch directory laid out like the repository
-after the demo's first stages: the small prepared demo corpus of the ``demo_workdir`` fixture, the demo's base model,
-and ``exp/demo_finetune``, a 3-step run of the demo's fine-tuning with a checkpoint and streaming report per step.
-Each has a hard timeout; its process group is killed when it ends. A block whose line above is
+after the demo's first stages: the small prepared demo corpus of the ``demo_workdir`` fixture and the demo's base
+model; for a command that names ``exp/demo_finetune``, also a 3-step run of the demo's fine-tuning there, with a
+checkpoint and streaming report per step. Each has a hard timeout; its process group is killed when it ends, when it
+times out, or when pytest is stopped. A block whose line above is
 ``<!-- docs-test: skip (reason) -->`` is listed as skipped with that reason: a command that needs a GPU, a cluster
 or the network, or that trains for minutes, is written in the docs in a check mode they name (``validate_only=true``,
 ``--dry-run``, ``--help``) or marked so.
@@ -32,6 +33,7 @@ SKIP = re.compile(r"<!--\s*docs-test:\s*skip\s*\((?P<reason>.*)\)\s*-->")
 OPENING_FENCE = re.compile(r"\s*(?P<fence>`{3,}|~{3,})\s*(?P<info>[\w+-]*)")
 COMMAND_TIMEOUT_S = 900  # generous: a hang, not a slow shared machine, should fail it
 
+DEMO_RUN = "exp/demo_finetune"
 # The demo's fine-tuning, shrunk: three pseudo-epochs of one batch, a checkpoint each with a small streaming report
 # on the two dev sets.
 TINY_RUN = (
@@ -112,15 +114,22 @@ def documented_commands() -> list:
     return params
 
 
+def _stop(signum, frame):
+    raise SystemExit(f"stopped by signal {signum}")  # run_bash's finally kills the command's process group first
+
+
 def run_bash(command: str, cwd: Path, timeout: float) -> tuple[int, str]:
     """Exit status and output (stdout and stderr) of ``command`` in bash from ``cwd``, with the repository's
-    ``python`` first on the PATH; the whole process group is killed when it ends or times out."""
+    ``python`` first on the PATH; the whole process group is killed when it ends, times out or pytest gets SIGTERM
+    (e.g. from ``timeout``: the command's own session would not)."""
     env = subprocess_env(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         PYTHONPATH=str(REPO),
         WANDB_SILENT="true",
         HF_HUB_OFFLINE="1",  # a documented command must not need the network
+        OMP_NUM_THREADS="1",  # as tests/support/runs.py: spinning OpenMP threads crawl on a busy machine
     )
+    previous = signal.signal(signal.SIGTERM, _stop)
     proc = subprocess.Popen(
         ["bash", "-c", f"set -eo pipefail\n{command}"],
         cwd=cwd,
@@ -137,6 +146,7 @@ def run_bash(command: str, cwd: Path, timeout: float) -> tuple[int, str]:
         output, _ = proc.communicate()
         pytest.fail(f"{command}\ndid not finish within {timeout} s; its output ends:\n{output[-4000:]}")
     finally:
+        signal.signal(signal.SIGTERM, previous)
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # whatever it left running in the background
         except ProcessLookupError:
@@ -146,18 +156,26 @@ def run_bash(command: str, cwd: Path, timeout: float) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def docs_workdir(demo_workdir, tmp_path_factory) -> Path:
-    """A scratch directory with what the docs' commands read: the prepared demo data, the base model, a tiny run."""
+    """A scratch directory with what the docs' commands read: the prepared demo data and the base model."""
     work = tmp_path_factory.mktemp("docs_commands")
     shutil.copytree(demo_workdir / "data", work / "data")
     (work / "models").mkdir()
     shutil.copy2(BASE_MODEL, work / "models" / "demo_base.nemo")
-    status, output = run_bash(TINY_RUN, work, timeout=1800)
-    assert status == 0, f"{TINY_RUN}\nexited with {status}:\n{output[-4000:]}"
     return work
 
 
+@pytest.fixture(scope="module")
+def demo_run(docs_workdir) -> Path:
+    """``exp/demo_finetune`` in the scratch directory: the demo's fine-tuning, shrunk to 3 steps."""
+    status, output = run_bash(TINY_RUN, docs_workdir, timeout=1800)
+    assert status == 0, f"{TINY_RUN}\nexited with {status}:\n{output[-4000:]}"
+    return docs_workdir / DEMO_RUN
+
+
 @pytest.mark.parametrize("command", documented_commands())
-def test_documented_command_runs(command, docs_workdir):
+def test_documented_command_runs(command, docs_workdir, request):
+    if DEMO_RUN in command:
+        request.getfixturevalue("demo_run")
     status, output = run_bash(command, docs_workdir, COMMAND_TIMEOUT_S)
     assert status == 0, f"{command}\nexited with {status}; its output ends:\n{output[-4000:]}"
 
