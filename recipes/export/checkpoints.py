@@ -120,8 +120,9 @@ def average_state_dicts(state_dicts: Sequence[dict]) -> dict:
 
 def average_checkpoints(paths: Sequence[Path], output: Path) -> Path:
     """Write the average of ``paths`` as a checkpoint ``recipes.model_files.load_model`` loads (weights only: it is
-    for evaluation and export, not for resuming training). Written to a temporary name, then renamed."""
-    checkpoints = [torch.load(p, map_location="cpu", weights_only=False) for p in paths]
+    for evaluation and export, not for resuming training). Written to a temporary name, then renamed. The inputs are
+    memory-mapped: only the average is held in memory (and no optimizer state is read)."""
+    checkpoints = [torch.load(p, map_location="cpu", weights_only=False, mmap=True) for p in paths]
     average = {
         "state_dict": average_state_dicts([c["state_dict"] for c in checkpoints]),
         "global_step": max(int(c["global_step"]) for c in checkpoints),
@@ -133,13 +134,14 @@ def average_checkpoints(paths: Sequence[Path], output: Path) -> Path:
     return output
 
 
-def report_checkpoint(run_dir: str | Path, checkpoint: Path, extra: dict | None = None) -> Path:
-    """Stream ``checkpoint`` as the run's checkpoint callback streams its checkpoints (same dev sets, lookaheads
-    and subsets), write ``<checkpoint>.stream_wer.json`` and redraw the table and plot of its directory."""
+def report_checkpoint(run_dir: str | Path, checkpoint: Path, extra: dict | None = None, model=None) -> Path:
+    """Stream ``checkpoint`` (``model``: already loaded from it) as the run's checkpoint callback streams its
+    checkpoints (same dev sets, lookaheads and subsets), write ``<checkpoint>.stream_wer.json`` and redraw the table
+    and plot of its directory."""
     callback = run_config(run_dir).callbacks.checkpoint
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
     report = evaluate_model(
-        load_model(str(checkpoint)),
+        model if model is not None else load_model(str(checkpoint)),
         OmegaConf.to_container(callback.eval_sets),
         OmegaConf.to_container(callback.lookaheads),
         callback.max_utterances,

@@ -23,10 +23,10 @@ from recipes.export.checkpoints import (
     run_config,
     run_dev_sets,
 )
-from recipes.export.nemo import prepare_model, save_checked
+from recipes.export.nemo import apply_choices, save_checked
 from recipes.export.onnx import export_onnx
 from recipes.export.onnx_streaming import compare_runtimes, runtime_table
-from recipes.model_files import resolve_checkpoint
+from recipes.model_files import load_model, resolve_checkpoint
 from recipes.streaming.geometry import lookahead_ms
 
 log = logging.getLogger(__name__)
@@ -44,18 +44,15 @@ def rank_by(cfg: DictConfig) -> RankBy:
     return RankBy(name, int(ms), cfg.rank_by.metric)
 
 
-def average(cfg: DictConfig) -> Path:
-    """Average the checkpoints ``cfg.average`` selects into ``<run_dir>/averaged/`` and stream it like any
-    checkpoint (report beside it)."""
+def average(cfg: DictConfig) -> tuple[Path, list[Path]]:
+    """Average the checkpoints ``cfg.average`` selects into ``<run_dir>/averaged/``; returns it and its inputs."""
     num = int(cfg.average.num)
     if cfg.average.select == "last":
         paths, name = last_checkpoints(cfg.run_dir, num), f"last{num}"
     else:
         by = rank_by(cfg)
         paths, name = best_checkpoints(cfg.run_dir, by, num), f"best{num}-{by.set}-{by.lookahead_ms}ms"
-    output = average_checkpoints(paths, Path(cfg.run_dir) / AVERAGED_DIR / f"{name}.ckpt")
-    report_checkpoint(cfg.run_dir, output, {"averaged_from": [str(p) for p in paths]})
-    return output
+    return average_checkpoints(paths, Path(cfg.run_dir) / AVERAGED_DIR / f"{name}.ckpt"), paths
 
 
 def chosen_checkpoint(cfg: DictConfig, averaged: Path | None) -> Path:
@@ -75,11 +72,15 @@ def check_sets(cfg: DictConfig):
 def run(cfg: DictConfig) -> dict:
     """Returns what was written: ``{"checkpoint", "averaged", "nemo", "onnx", "parity"}`` (paths, None if not)."""
     check_export(cfg)  # config mistakes, before any model is loaded (recipes/checks/stages.py)
-    averaged = average(cfg) if cfg.average.select else None
+    averaged, inputs = average(cfg) if cfg.average.select else (None, [])
     checkpoint = chosen_checkpoint(cfg, averaged)
+    model = load_model(str(checkpoint))
+    if averaged is not None:  # streamed and reported like any checkpoint (with the model loaded once, if exported)
+        chosen = model if checkpoint == averaged else None
+        report_checkpoint(cfg.run_dir, averaged, {"averaged_from": [str(p) for p in inputs]}, chosen)
     decoding = OmegaConf.to_container(cfg.nemo.decoding) if cfg.nemo.decoding else None
     lookahead = list(cfg.nemo.default_lookahead) if cfg.nemo.default_lookahead else None
-    model = prepare_model(cfg.run_dir, str(checkpoint), lookahead, decoding)
+    apply_choices(model, lookahead, decoding)
     sets = check_sets(cfg)
     nemo = save_checked(model, cfg.nemo.output, sets[0].audios, cfg.nemo.fp16_weights)
     written = {
