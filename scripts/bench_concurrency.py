@@ -40,6 +40,7 @@ from recipes.streaming.engine import StreamingRecognizer
 from recipes.streaming.geometry import SAMPLE_RATE, ChunkPlan, lookahead_ms
 from recipes.streaming.modes import evaluation_mode
 from scripts.bench_models import (
+    RANDOM,
     REPO,
     describe_machine,
     load_bench_model,
@@ -50,6 +51,7 @@ from scripts.bench_models import (
     timed,
     use_cuda_graph_decoding,
 )
+from scripts.token_rate import SECONDS, BlankCalibration, speech_of
 
 SOURCES = [REPO / "data/prepared/demo_target/dev/cuts.jsonl.gz", REPO / "data/prepared/demo_general/dev/cuts.jsonl.gz"]
 WINDOW_SECONDS = 10.0  # stream time per row of the long-stream table
@@ -264,6 +266,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
     model = load_bench_model(args.model, device)
     use_cuda_graph_decoding(model)
     material = speech(args.cuts)
+    calibration = BlankCalibration(model) if args.model.startswith(RANDOM) else None
+    results = []
+    for la in args.lookaheads or lookaheads(model):
+        # random weights: a trained model's token rate on this speech, so decoding costs what it would
+        calibrated = calibration.calibrate(*speech_of(args.cuts, SECONDS), la).describe() if calibration else None
+        if calibrated:
+            print(f"random weights at {la}: {calibrated}", flush=True)
+        results.append(
+            {
+                **benchmark(model, device, args.dtype, material, la, args.seconds, args.max_streams, args.long_seconds),
+                "random_weights": calibrated,
+            }
+        )
     report = {
         "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "machine": describe_machine(device),
@@ -272,10 +287,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "model": args.model,
         "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "seconds": args.seconds,
-        "results": [
-            benchmark(model, device, args.dtype, material, la, args.seconds, args.max_streams, args.long_seconds)
-            for la in (args.lookaheads or lookaheads(model))
-        ],
+        "results": results,
     }
     print_report(report)
     if args.out:

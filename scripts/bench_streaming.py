@@ -65,6 +65,7 @@ from recipes.streaming.engine import StreamingRecognizer, count_token_difference
 from recipes.streaming.geometry import SAMPLE_RATE, ChunkPlan, lookahead_ms
 from recipes.streaming.modes import evaluation_mode
 from scripts.bench_models import (
+    RANDOM,
     REPO,
     count_flops,
     describe_machine,
@@ -75,6 +76,7 @@ from scripts.bench_models import (
     timed,
     use_cuda_graph_decoding,
 )
+from scripts.token_rate import SECONDS, BlankCalibration, first_seconds
 
 SOURCES = [REPO / "data/prepared/demo_target/dev/cuts.jsonl.gz", REPO / "data/prepared/demo_general/dev/cuts.jsonl.gz"]
 MANIFEST = REPO / "data/bench/streaming/cuts.jsonl.gz"
@@ -419,7 +421,12 @@ def main() -> None:
             1,
         )
 
+    calibration = BlankCalibration(model, args.batch_size) if args.model.startswith(RANDOM) else None
     for la in lookaheads:
+        if calibration is not None:  # random weights: a trained model's token rate, so decoding costs what it would
+            print(
+                f"random weights at {la}: {calibration.calibrate(*first_seconds(audios, refs, SECONDS), la).describe()}"
+            )
         runs = {
             name: measure(name, model, audios, la, args.batch_size, device, args.dtype, args.repeats) for name in names
         }
@@ -455,6 +462,8 @@ def main() -> None:
                 f"- (a) transcripts identical to (e): {same == len(audios)} ({same} of {len(audios)} identical; "
                 f"{words} word edits from (a)'s {of} words to (e)'s)"
             )
+        emitted = sum(map(len, a.tokens))
+        print(f"- (a) emitted {emitted} tokens, {emitted / audio_seconds:.1f} per second of audio")
         if "d" in runs:
             d = runs["d"]
             diffs = ", ".join(f"({n}) {count_token_differences(runs[n].tokens, d.tokens)}" for n in names if n in "abc")

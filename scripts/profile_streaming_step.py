@@ -1,15 +1,19 @@
-"""Where a chunk step of the streaming engine spends its time, against the floor of reading the weights once.
+"""Where a chunk step of the streaming engine spends its time, against NeMo's step and the floor of reading the weights.
 
     python -m scripts.profile_streaming_step --model random:nemotron_streaming_0.6b [--streams 8]
         [--lookahead 70,0] [--seconds 2] [--repeats 2] [--top 12]
 
 In one run, on ``--streams`` streams of ``--seconds`` of demo speech (``scripts/bench_concurrency.streams``):
 
-- the engine's step time (p50) with its CPU kernels (``recipes.streaming.kernels.FewRowKernels``) and without them,
-  alternately ``--repeats`` times, and the ratio;
+- random weights (``random:<config>``): the blank logit calibrated at the lookahead on 30 s of the demo dev speech
+  to the reference texts' token rate (``scripts/token_rate.py``), so that decoding costs what it would;
+- the step time (p50), alternately ``--repeats`` times, of: the engine (its own attention step, CPU kernels for
+  the weights ``recipes.streaming.kernels`` chooses); the engine with NeMo's kernels for every product; and
+  NeMo's own chunk step (``cache_aware_stream_step`` with NeMo's caches and attention) on the same chunks with
+  the same decoding; the ratios;
 - the weight-read floor: one matrix-vector product through every weight of the encoder's linear layers and
   pointwise convolutions (each weight read from memory once), best of 3, and the memory speed it implies;
-- ``torch.profiler``'s table of one run with the kernels, by operator and input shape, per step.
+- ``torch.profiler``'s table of one run of the engine, by operator and input shape, per step.
 """
 
 from __future__ import annotations
@@ -25,9 +29,21 @@ import torch
 
 from recipes.errors import exit_on_usage_error
 from recipes.streaming import engine
-from recipes.streaming.engine import StreamingRecognizer
+from recipes.streaming.decoders import LabelLoopingDecoder
+from recipes.streaming.engine import StreamingRecognizer, padded
+from recipes.streaming.geometry import ChunkPlan
+from recipes.streaming.modes import evaluation_mode, no_typechecks
 from scripts.bench_concurrency import SOURCES, speech, streams
-from scripts.bench_models import REPO, describe_machine, load_bench_model, parse_lookahead, pick_device
+from scripts.bench_models import (
+    RANDOM,
+    REPO,
+    describe_machine,
+    load_bench_model,
+    parse_lookahead,
+    pick_device,
+    timed,
+)
+from scripts.token_rate import SECONDS, BlankCalibration, speech_of
 
 
 def weight_read_seconds(encoder, repeats: int = 3) -> tuple[float, int]:
@@ -38,14 +54,50 @@ def weight_read_seconds(encoder, repeats: int = 3) -> tuple[float, int]:
         if type(m) is torch.nn.Linear or (type(m) is torch.nn.Conv1d and m.kernel_size == (1,))
     ]
     vectors = {w.size(1): torch.randn(w.size(1), device=w.device) for w in weights}
-    best = float("inf")
+    seconds: list[float] = []
     with torch.no_grad():
         for _ in range(repeats):
+            with timed(weights[0].device, seconds):
+                for w in weights:
+                    torch.mv(w, vectors[w.size(1)])
+    return min(seconds), sum(w.numel() * w.element_size() for w in weights)
+
+
+def nemo_step_seconds(model, feats: list[torch.Tensor], att_context_size) -> list[float]:
+    """Per chunk step of streams of equal length: NeMo's own step (``cache_aware_stream_step`` with NeMo's caches,
+    attention and modules) on the chunks the engine reads, with the engine's greedy decoding."""
+    times = []
+    with evaluation_mode(model, att_context_size), torch.inference_mode(), no_typechecks():
+        encoder, plan = model.encoder, ChunkPlan.of(model.encoder)
+        x, lengths = padded(feats)
+        cache = encoder.get_initial_cache_state(batch_size=len(feats))
+        decoder = LabelLoopingDecoder(model)
+        for step in range(plan.steps(int(lengths.max()))):
             start = time.perf_counter()
-            for w in weights:
-                torch.mv(w, vectors[w.size(1)])
-            best = min(best, time.perf_counter() - start)
-    return best, sum(w.numel() * w.element_size() for w in weights)
+            chunk, chunk_lengths, drop = plan.chunk_input(x, lengths, step)
+            encoded, encoded_lengths, *cache = encoder.cache_aware_stream_step(
+                processed_signal=chunk,
+                processed_signal_length=chunk_lengths,
+                cache_last_channel=cache[0],
+                cache_last_time=cache[1],
+                cache_last_channel_len=cache[2],
+                keep_all_outputs=False,
+                drop_extra_pre_encoded=drop,
+            )
+            decoder(encoded, encoded_lengths)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def step_times(model, recognizer, audios, feats, la, repeats: int) -> dict[str, float]:
+    """Step p50 (s) of the engine, the engine on NeMo's kernels, and NeMo's step, alternately ``repeats`` times."""
+    times: dict[str, list[float]] = {"engine": [], "engine, NeMo's kernels": [], "NeMo's step": []}
+    for _ in range(repeats):
+        times["engine"] += recognizer.stream(audios, la, features=feats).step_seconds
+        with mock.patch.object(engine, "FewRowKernels", lambda encoder: nullcontext()):
+            times["engine, NeMo's kernels"] += recognizer.stream(audios, la, features=feats).step_seconds
+        times["NeMo's step"] += nemo_step_seconds(model, feats, la)
+    return {label: float(np.median(values)) for label, values in times.items()}
 
 
 @exit_on_usage_error("scripts.profile_streaming_step")
@@ -62,29 +114,27 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     device = pick_device(args.device)
     model = load_bench_model(args.model, device)
+    print(
+        f"# engine step, {describe_machine(device)}, model {args.model}, {args.streams} streams of "
+        f"{args.seconds:g} s at {args.lookahead}\n",
+        flush=True,
+    )
+    if args.model.startswith(RANDOM):
+        calibrated = BlankCalibration(model).calibrate(*speech_of(SOURCES, SECONDS), args.lookahead)
+        print(f"random weights: {calibrated.describe()}\n", flush=True)
     audios = streams(speech(SOURCES, 60.0), args.streams, args.seconds)
     recognizer = StreamingRecognizer(model, batch_size=args.streams)
     feats = recognizer.features(audios)
     recognizer.stream(audios[:1], args.lookahead)  # warm-up
-    print(
-        f"# engine step, {describe_machine(device)}, model {args.model}, {args.streams} streams of "
-        f"{args.seconds:g} s at {args.lookahead}\n"
-    )
-
-    times: dict[str, list[float]] = {"with kernels": [], "without": []}
-    for _ in range(args.repeats):
-        for label, kernels in (("with kernels", engine.FewRowKernels), ("without", lambda encoder: nullcontext())):
-            with mock.patch.object(engine, "FewRowKernels", kernels):
-                times[label] += recognizer.stream(audios, args.lookahead, features=feats).step_seconds
-    p50 = {label: float(np.median(values)) for label, values in times.items()}
+    p50 = step_times(model, recognizer, audios, feats, args.lookahead, args.repeats)
     floor, size = weight_read_seconds(model.encoder)
-    print("| | step p50 (ms) |\n|---|---:|")
-    print(f"| engine, with its CPU kernels | {p50['with kernels'] * 1000:.1f} |")
-    print(f"| engine, NeMo's kernels | {p50['without'] * 1000:.1f} |")
-    print(f"| weight-read floor ({size / 1e9:.2f} GB, {size / floor / 1e9:.1f} GB/s) | {floor * 1000:.1f} |")
+    print("| | step p50 (ms) | / floor |\n|---|---:|---:|")
+    for label, seconds in p50.items():
+        print(f"| {label} | {seconds * 1000:.1f} | {seconds / floor:.2f}x |")
+    print(f"| weight-read floor ({size / 1e9:.2f} GB, {size / floor / 1e9:.1f} GB/s) | {floor * 1000:.1f} | 1.00x |")
+    kernels, nemo = p50["engine, NeMo's kernels"] / p50["engine"], p50["NeMo's step"] / p50["engine"]
     print(
-        f"\nwithout / with kernels: {p50['without'] / p50['with kernels']:.2f}x; "
-        f"with kernels / floor: {p50['with kernels'] / floor:.2f}x\n"
+        f"\nthe engine {kernels:.2f}x faster than on NeMo's kernels, {nemo:.2f}x faster than NeMo's step\n", flush=True
     )
 
     with torch.profiler.profile(record_shapes=True) as profile:

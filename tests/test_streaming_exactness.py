@@ -12,7 +12,7 @@ from recipes.config import REPO
 from recipes.streaming.engine import StreamingRecognizer, count_token_differences
 from scripts.bench_streaming import nemo_reference
 from tests.support.models import BASE_MODEL
-from tests.support.streaming import random_audios
+from tests.support.streaming import nemo_loop, random_audios
 
 LOOKAHEADS = [[70, 13], [70, 6], [70, 1], [70, 0]]
 DEV_SETS = [REPO / "data/prepared/demo_target/dev/cuts.jsonl.gz", REPO / "data/prepared/demo_general/dev/cuts.jsonl.gz"]
@@ -92,6 +92,14 @@ def test_demo_model_matches_nemo_reference_streaming(demo_model, demo_dev_audios
         )
     assert len(differing) <= len(demo_dev_audios) // 4
     assert len(ours.tokens) == len(theirs.tokens) == len(demo_dev_audios)
+
+
+@pytest.mark.parametrize("att_context_size", LOOKAHEADS)
+def test_demo_model_gives_the_tokens_of_nemos_own_loop(demo_model, demo_dev_audios, att_context_size):
+    """NeMo's loop (its caches, attention and decoding, ``conformer_stream_step``) fed the engine's chunks, one
+    utterance at a time, gives the engine's tokens at every lookahead."""
+    ours = StreamingRecognizer(demo_model, 6).stream(demo_dev_audios, att_context_size)
+    assert ours.tokens == nemo_loop(demo_model, demo_dev_audios, att_context_size)
 
 
 def test_random_model_streams_exactly_like_offline_and_one_stream_at_a_time(random_model):

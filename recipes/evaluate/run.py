@@ -10,12 +10,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from recipes.checks import check_evaluate
 from recipes.evaluate.reports import latency_table, wer_table, write_report
-from recipes.evaluate.sets import EvalSet, channels_of, load_audio_file, load_eval_set
+from recipes.evaluate.sets import EvalSet, channels_of, load_eval_set, open_audio_file
 from recipes.evaluate.wer import word_error_rates
 from recipes.model_files import load_model
 from recipes.streaming.engine import StreamingRecognizer, Transcripts, count_token_differences
 from recipes.streaming.geometry import SAMPLE_RATE, lookahead_ms
 from recipes.transcribe.channels import parse_channel
+from recipes.transcribe.features import BlockFeatures, placeholder
 
 
 def entry_of(
@@ -139,14 +140,16 @@ def show_partials(
     recognizer = StreamingRecognizer(model, batch_size=1)
     finals = {}
     for heard_on in channels_of(audio_path, channel):
-        audio = load_audio_file(audio_path, heard_on)
+        audio = open_audio_file(audio_path, heard_on)
         for la in lookaheads:
             write(
                 f"== {audio_path} (channel {heard_on}) at lookahead {list(la)} ({lookahead_ms(la)} ms chunks), "
-                f"{len(audio) / SAMPLE_RATE:.2f} s of audio"
+                f"{audio.num_samples / SAMPLE_RATE:.2f} s of audio"
             )
             shown = ""
-            for heard, text in recognizer.timed_partials(audio, la):
+            # read and featurised a block at a time as the chunks need them: memory independent of the file's length
+            features = BlockFeatures(audio, recognizer)
+            for heard, text in recognizer.timed_partials(placeholder(audio.num_samples), la, features):
                 if text != shown:
                     write(f"{heard:7.2f} s | {text}")
                     shown = text

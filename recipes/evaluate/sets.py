@@ -11,7 +11,7 @@ from lhotse import CutSet
 
 from recipes.errors import UsageError
 from recipes.streaming.geometry import SAMPLE_RATE
-from recipes.transcribe.audio import channel_count, file_cut, on_channel
+from recipes.transcribe.audio import Audio, channel_count, file_cut, on_channel
 from recipes.transcribe.channels import EACH, MIX
 
 
@@ -44,14 +44,13 @@ def load_eval_set(name: str, cuts_path: str | Path, max_utterances: int | None =
     return EvalSet(name, ids, audios, texts)
 
 
-def load_audio_file(path: str | Path, channel: int | str = MIX) -> np.ndarray:
-    """A wav/flac/opus/... file as 16 kHz float32 heard on ``channel``: an index, or ``mix`` (the channels at the
-    loudest one's level, as data preparation down-mixes them)."""
+def open_audio_file(path: str | Path, channel: int | str = MIX) -> Audio:
+    """A wav/flac/opus/... file heard on ``channel`` (an index, or ``mix``: the channels at the loudest one's level,
+    as data preparation down-mixes them), to be read as 16 kHz float32 a block at a time."""
     try:
-        audio = on_channel(file_cut(str(path)), channel)
+        return on_channel(file_cut(str(path)), channel)
     except ValueError as err:
         raise UsageError(f"channel={channel}: {err}: give one the file has, mix or each") from None
-    return audio.read(0, audio.num_samples)
 
 
 def channels_of(path: str | Path, channel: int | str) -> list[int | str]:

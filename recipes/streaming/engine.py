@@ -178,7 +178,13 @@ class StreamingRecognizer:
         features: Sequence[torch.Tensor] | None = None,
     ) -> Transcripts:
         """Real cache-aware streaming, chunk by chunk; ``features``: ``self.features(audios)``, when already
-        computed (they are the same at every lookahead)."""
+        computed (they are the same at every lookahead).
+
+        A stream's features may also be any object that answers ``size(0)`` (mel bins), ``size(1)`` (frames) and
+        ``[:, start:stop]`` (a tensor): the engine reads them chunk by chunk, forward in time (``start`` never
+        goes back past the chunk last read), so features computed block by block keep an hour-long stream in
+        the memory of a short one (``recipes.transcribe.features.BlockFeatures``); ``audios[i]`` is then read
+        for its length only."""
         n = len(audios)
         result = Transcripts(
             texts=[""] * n,
@@ -319,15 +325,20 @@ class StreamingRecognizer:
         streams.next_step = [k + 1 for k in steps]
         return self._report(streams, steps, new_tokens, plan, time.perf_counter() - start)
 
-    def timed_partials(self, audio: np.ndarray, att_context_size: Sequence[int]) -> Iterator[tuple[float, str]]:
+    def timed_partials(
+        self, audio: np.ndarray, att_context_size: Sequence[int], features=None
+    ) -> Iterator[tuple[float, str]]:
         """``(seconds of audio heard, hypothesis so far)`` after each chunk of one utterance, as a live
-        stream would show it."""
+        stream would show it; ``features``: its features, a tensor or computed block by block (see ``stream``)."""
         tokens: list[int] = []
+        text = ""
         with evaluation_mode(self.model, att_context_size), torch.inference_mode(), no_typechecks():
-            for step in self._stream_all([audio], [None], ChunkPlan.of(self.model.encoder)):
+            for step in self._stream_all([audio], [features], ChunkPlan.of(self.model.encoder)):
                 if step.ids:
-                    tokens.extend(step.new_tokens[0])
-                    yield step.heard_seconds[0], self.texts([tokens])[0]
+                    if step.new_tokens[0]:  # detokenised again only when it grew
+                        tokens.extend(step.new_tokens[0])
+                        text = self.texts([tokens])[0]
+                    yield step.heard_seconds[0], text
 
 
 def padded(feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
