@@ -1,7 +1,8 @@
 """Every shell command in the ```bash blocks of README.md and docs/*.md, run as a user would run it, so that a
 documented command cannot rot unnoticed.
 
-A block's commands are its lines, continuation lines (a trailing ``\\``) joined and ``#`` comments stripped. They run
+A block's commands are its lines, continuation lines (a trailing ``\\``) joined and ``#`` comments stripped; a line
+that only sets a shell variable (``MODEL=...``) is run before each later command of its block. They run
 in bash, in document order (README.md, then docs/ by name), in one scratch directory laid out like the repository
 after the demo's first stages: the small prepared demo corpus of the ``demo_workdir`` fixture and the demo's base
 model; for a command that names ``exp/demo_finetune``, also a 3-step run of the demo's fine-tuning there, with a
@@ -30,6 +31,7 @@ from tests.support.runs import subprocess_env
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SKIP = re.compile(r"<!--\s*docs-test:\s*skip\s*\((?P<reason>.*)\)\s*-->")
+ASSIGNMENT = re.compile(r"(export\s+)?[A-Za-z_][A-Za-z0-9_]*=\S*")
 OPENING_FENCE = re.compile(r"\s*(?P<fence>`{3,}|~{3,})\s*(?P<info>[\w+-]*)")
 COMMAND_TIMEOUT_S = 900  # generous: a hang, not a slow shared machine, should fail it
 
@@ -94,8 +96,12 @@ def doc_commands(text: str) -> tuple[list[tuple[int, str, str | None]], list[int
         fence = opening.group("fence")
         end = next((j for j in range(i + 1, len(lines)) if lines[j].strip() == fence), len(lines))
         if opening.group("info") == "bash":
-            reason = marker[1] if marker else None
-            commands += [(n, c, reason) for n, c in block_commands(lines[i + 1 : end], i + 2)]
+            reason, assignments = marker[1] if marker else None, []
+            for number, command in block_commands(lines[i + 1 : end], i + 2):
+                if ASSIGNMENT.fullmatch(command):
+                    assignments.append(command)  # a variable the block's later commands use
+                else:
+                    commands.append((number, "\n".join([*assignments, command]), reason))
         elif marker is not None:
             stray.append(marker[0])
         marker, i = None, end + 1
@@ -200,19 +206,20 @@ def test_commands_are_read_as_a_user_reads_them():
             "<!-- docs-test: skip (needs a GPU) -->",  # 10
             "",  # 11
             "```bash",  # 12
-            "python -m c",  # 13
-            "```",  # 14
-            "```text",  # 15
-            "python -m not_a_command",  # 16
-            "```",  # 17
-            "<!-- docs-test: skip (above no block) -->",  # 18
-            "Text.",  # 19
+            "MODEL=/models/x.nemo",  # 13
+            "python -m c model=$MODEL",  # 14
+            "```",  # 15
+            "```text",  # 16
+            "python -m not_a_command",  # 17
+            "```",  # 18
+            "<!-- docs-test: skip (above no block) -->",  # 19
+            "Text.",  # 20
         ]
     )
     commands, stray = doc_commands(text)
     assert commands == [
         (3, "python -m a x=1", None),
         (5, "python -m b 'y=[1,2]' z='#not a comment' w=2", None),
-        (13, "python -m c", "needs a GPU"),
+        (14, "MODEL=/models/x.nemo\npython -m c model=$MODEL", "needs a GPU"),
     ]
-    assert stray == [18]
+    assert stray == [19]
