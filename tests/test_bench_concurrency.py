@@ -83,3 +83,26 @@ def test_320ms_lookahead_streams_exactly_like_offline():
     streamed, offline = recognizer.stream(audios, LOOKAHEAD_320MS), recognizer.offline(audios, LOOKAHEAD_320MS)
     assert sum(map(len, offline.tokens)) > 0
     assert count_token_differences(streamed.tokens, offline.tokens) == 0
+
+
+def test_blank_calibration_brings_random_weights_to_the_reference_token_rate(random_model):
+    """Random weights emit a token at most frames; with the blank logit calibrated, the offline pass (and so the
+    streams) emit about the reference texts' tokens, and calibrating again starts from the untrained bias."""
+    from recipes.streaming.engine import StreamingRecognizer
+    from scripts.token_rate import TOLERANCE, BlankCalibration
+    from tests.support.streaming import random_audios
+
+    audios = random_audios([3.0, 4.5, 2.2], seed=7)
+    texts = ["alpha bravo charlie", "delta echo foxtrot golf hotel", "india juliett"]
+    reference = sum(len(random_model.tokenizer.text_to_ids(t)) for t in texts)
+    calibration = BlankCalibration(random_model)
+    untrained = calibration.untrained
+    try:
+        before = sum(map(len, StreamingRecognizer(random_model).offline(audios, [70, 1]).tokens))
+        result = calibration.calibrate(audios, texts, [70, 1])
+        assert before > 3 * reference and result.bias > 0 and result.reference == reference
+        assert abs(result.tokens - reference) <= max(TOLERANCE * reference, 2)
+        assert sum(map(len, StreamingRecognizer(random_model).stream(audios, [70, 1]).tokens)) == result.tokens
+        assert calibration.calibrate(audios, texts, [70, 13]).tokens > 0
+    finally:
+        calibration.bias.fill_(untrained)
