@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -36,6 +37,7 @@ from pathlib import Path
 from tests.support.runs import subprocess_env
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
+STEPD_TITLE = re.compile(r"slurmstepd: \[(\d+)")  # slurmstepd names its job in its title, not its environment
 CLIENTS = ("sbatch", "srun", "scontrol", "sinfo", "squeue", "sacct", "scancel")
 
 
@@ -57,10 +59,10 @@ def _free_port() -> int:
 
 @dataclass
 class JobProcess:
-    """A process started for a job, wherever it runs (read from /proc)."""
+    """A process of a cluster, wherever it runs (read from /proc): a job's, its slurmstepd, or a daemon."""
 
     pid: int
-    job_id: str
+    job_id: str  # "" for a daemon
     node: str  # SLURMD_NODENAME
     task: str  # SLURM_PROCID (the batch shell and srun have the first task's)
     command: str
@@ -230,7 +232,8 @@ class SlurmCluster:
 
     def stop(self, timeout: float = 30) -> list[JobProcess]:
         """Cancel every job still known to the controller, wait for them to leave, end the daemons, then kill any
-        job process still alive; returns those (none, unless Slurm left one behind)."""
+        process of the cluster still alive (a job's, a slurmstepd); returns those (none, unless one outlived its
+        job)."""
         if "slurmctld" in self._procs and self._procs["slurmctld"].poll() is None:
             subprocess.run(
                 ["scancel", "--full", "--quiet", f"--user={getpass.getuser()}"], env=self.env, capture_output=True
@@ -253,7 +256,11 @@ class SlurmCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        left = self.job_processes()
+        try:  # slurmstepd and job processes end soon after slurmd
+            self._wait(lambda: not self.processes(), 10, "processes left")
+        except RuntimeError:
+            pass
+        left = self.processes()
         for proc in left:
             try:
                 os.kill(proc.pid, signal.SIGKILL)
@@ -261,9 +268,10 @@ class SlurmCluster:
                 pass
         return left
 
-    def job_processes(self, job_id: str | None = None) -> list[JobProcess]:
-        """The live processes of this cluster's jobs (of ``job_id`` only, if given), on every node: those whose
-        environment names this cluster's config (a job inherits the submitter's ``SLURM_CONF``) and a job id."""
+    def processes(self) -> list[JobProcess]:
+        """The live processes of this cluster, on every node: those whose environment names its config (the daemons
+        and their slurmstepd, which start with it, and every job process: a job inherits the submitter's
+        ``SLURM_CONF``)."""
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -274,19 +282,20 @@ class SlurmCluster:
             except OSError:  # gone meanwhile, or not ours to read
                 continue
             env = dict(item.partition("=")[::2] for item in raw.decode(errors="replace").split("\0") if item)
-            if env.get("SLURM_CONF") != str(self.conf) or "SLURM_JOB_ID" not in env:
+            if env.get("SLURM_CONF") != str(self.conf):
                 continue
-            if job_id is None or env["SLURM_JOB_ID"] == str(job_id):
-                found.append(
-                    JobProcess(
-                        int(entry.name),
-                        env["SLURM_JOB_ID"],
-                        env.get("SLURMD_NODENAME", ""),
-                        env.get("SLURM_PROCID", ""),
-                        command,
-                    )
+            stepd = STEPD_TITLE.match(command)
+            job_id = env.get("SLURM_JOB_ID") or (stepd.group(1) if stepd else "")
+            found.append(
+                JobProcess(
+                    int(entry.name), job_id, env.get("SLURMD_NODENAME", ""), env.get("SLURM_PROCID", ""), command
                 )
+            )
         return found
+
+    def job_processes(self, job_id: str) -> list[JobProcess]:
+        """The live processes of job ``job_id``, its slurmstepd included, on every node."""
+        return [proc for proc in self.processes() if proc.job_id == str(job_id)]
 
     def run(self, *cmd: str) -> str:
         """A Slurm command against this cluster; its stdout (raises CalledProcessError on failure)."""
