@@ -137,10 +137,12 @@ def final_weights(run_dir: Path):
 
 @pytest.fixture(scope="session")
 def slurm(tmp_path_factory):
-    """A one-node Slurm (``localhost``, two CPUs at least), stopped at the end of the session."""
+    """A one-node Slurm (``localhost``, two CPUs at least), stopped at the end of the session; a job process still
+    alive then fails the session."""
     cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
     yield cluster
-    cluster.stop()
+    left = cluster.stop()
+    assert not left, f"job processes outlived the cluster (killed now): {left}"
 
 
 @pytest.fixture(scope="session")
