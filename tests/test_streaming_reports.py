@@ -123,7 +123,7 @@ def test_cli_streams_one_audio_file_and_shows_growing_partials(random_model, tmp
     cfg = evaluate_config(["model=unused.nemo", f"audio={path}", "lookaheads=[[70,1]]"])
     finals = run(cfg, model=random_model)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith(f"== {path} at lookahead [70, 1] (160 ms chunks)")
+    assert lines[0].startswith(f"== {path} (channel mix) at lookahead [70, 1] (160 ms chunks), 1.50 s of audio")
     partial_lines = [line for line in lines[1:] if " s | " in line]
     heard = [float(line.split(" s | ")[0]) for line in partial_lines]
     assert len(partial_lines) >= 2 and heard == sorted(heard) and heard[-1] <= 1.5
