@@ -74,7 +74,9 @@ def keep_trained_with(base: DictConfig, model: DictConfig) -> tuple[DictConfig, 
             OmegaConf.update(merged, f"{section}.{key}", value, force_add=True)
     loss = OmegaConf.to_container(merged.get("loss") or OmegaConf.create({"loss_name": "default"}))
     settings = {**loss_settings(loss), **{k: float(v) for k, v in given["loss"].items()}}
-    loss[loss_kwargs_key(loss.get("loss_name", "default"))] = settings
+    kwargs_key = loss_kwargs_key(loss.get("loss_name", "default"))
+    if given["loss"] or kwargs_key in loss:  # a loss config without them stays as it is (NeMo's defaults apply)
+        loss[kwargs_key] = settings
     merged.loss = loss
 
     def origin(section: str, key: str) -> str:
