@@ -33,8 +33,9 @@ class Window:
     def push(self, new: torch.Tensor) -> torch.Tensor:
         """Append ``new`` (frames along dim 2) and return the last ``keep`` + new frames, a view of the buffer."""
         size = new.size(TIME)
-        if self.buffer is None:
-            self.buffer = new.new_zeros(self._shape(new, 2 * self.keep + size))
+        if self.buffer is None:  # only the first window is read before it is written: zeros there, nothing after
+            self.buffer = new.new_empty(self._shape(new, 2 * self.keep + size))
+            self.buffer.narrow(TIME, 0, self.keep).zero_()
             self.end = self.keep
         elif self.end + size > self.buffer.size(TIME):
             self._rewind(size)
@@ -51,7 +52,7 @@ class Window:
         """Move the last ``keep`` frames to the start (the buffer grows if it could not take ``size`` then)."""
         kept = self.window()
         if self.buffer.size(TIME) < 2 * self.keep + size:  # a longer chunk than the buffer was made for
-            self.buffer = kept.new_zeros(self._shape(kept, 2 * self.keep + size))
+            self.buffer = kept.new_empty(self._shape(kept, 2 * self.keep + size))
         self.buffer.narrow(TIME, 0, self.keep).copy_(kept)  # no overlap: kept starts at or after frame keep
         self.end = self.keep
 
@@ -69,7 +70,7 @@ class Window:
         if all(w.buffer is None for w in windows):  # not stepped yet: nothing carried
             return out
         kept = torch.cat([w.window() for w in windows]) if rows is None else windows[0].window()[rows]
-        out.buffer = kept.new_zeros(out._shape(kept, windows[0].buffer.size(TIME)))
+        out.buffer = kept.new_empty(out._shape(kept, windows[0].buffer.size(TIME)))
         out.buffer.narrow(TIME, 0, out.keep).copy_(kept)
         out.end = out.keep
         return out
