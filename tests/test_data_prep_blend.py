@@ -34,6 +34,7 @@ def _prepare(tmp_path: Path, corpus: str, words: str, n: int) -> None:
         [f"corpus={corpus}", f"out_root={tmp_path / 'out'}", "progress=false", "num_workers=1", "shar.shard_size=4"],
     )
     OmegaConf.update(cfg, "corpus.splits", {"train": [str(write_lines(root / "train.jsonl", rows))]}, merge=False)
+    OmegaConf.update(cfg, "long_form", {}, merge=False)  # a train-only corpus has no dev split to join
     prepare_corpus(cfg)
 
 
