@@ -51,6 +51,7 @@ import onnx
 import torch
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
+from recipes.finetune.model import release_freed_memory
 from recipes.streaming.geometry import lookahead_ms
 from recipes.streaming.modes import evaluation_mode, no_typechecks
 
@@ -395,6 +396,7 @@ def export_onnx(
             key = f"{lookahead_ms(la)}ms"
             metadata = _export_encoder(model, la, out / key / "encoder.onnx")
             manifest["encoders"][key] = {"att_context_size": la, "encoder": f"{key}/encoder.onnx", "metadata": metadata}
+    release_freed_memory()  # what torch's exporter freed (its folded copies of the weights), before quantising
     if int8:
         files = [
             out / rel for rel in ["decoder.onnx", "joiner.onnx", *(e["encoder"] for e in manifest["encoders"].values())]
