@@ -112,6 +112,7 @@ def finetuned(demo_workdir):
         "callbacks.checkpoint.max_utterances=3",
         "callbacks.checkpoint.lookaheads=[[70,13]]",
         "callbacks.checkpoint.eval_sets=${data.dev_sets}",
+        "callbacks.checkpoint.long_form_sets=null",
     )
     return demo_workdir / "exp" / "moved" / "checkpoints", trainer.lightning_module
 

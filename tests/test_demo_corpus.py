@@ -137,7 +137,7 @@ def test_plan_uses_several_voices():
 def test_other_seed_gives_other_texts_through_the_config(corpus, tmp_path):
     _, manifests = corpus
     cfg = compose_config(
-        CONF,
+        CONF / "data_prep",
         "demo_corpus",
         [
             f"out_dir={tmp_path}",

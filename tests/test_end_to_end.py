@@ -69,7 +69,10 @@ def test_pretraining_checkpoints_carry_streaming_wer_for_every_set_and_lookahead
     assert (run_dir / "checkpoints" / "stream_wer.png").stat().st_size > 0
     scalars = SummaryReader(str(run_dir / "tensorboard")).scalars
     logged = scalars[scalars.tag.str.startswith("stream_wer/")]
-    assert set(logged.tag) == {f"stream_wer/{s}/{k}" for s in ("target_dev", "general_dev") for k in LOOKAHEAD_KEYS}
+    run = OmegaConf.load(run_dir / "run_config.yaml").callbacks.checkpoint
+    sets = {*run.eval_sets, *run.long_form_sets}
+    assert {"target_dev", "general_dev", "target_1min", "general_1min"} <= sets
+    assert set(logged.tag) == {f"stream_wer/{s}/{k}" for s in sets for k in LOOKAHEAD_KEYS}
     assert sorted(set(logged.step)) == [3, 6]
     eval_seconds = scalars[scalars.tag == "stream_eval_seconds"]
     assert sorted(eval_seconds.step) == [3, 6] and (eval_seconds.value > 0).all()
