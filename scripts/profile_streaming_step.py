@@ -29,6 +29,7 @@ import torch
 
 from recipes.errors import exit_on_usage_error
 from recipes.streaming import engine
+from recipes.streaming.attention import nemo_step
 from recipes.streaming.decoders import LabelLoopingDecoder
 from recipes.streaming.engine import StreamingRecognizer, padded
 from recipes.streaming.geometry import ChunkPlan
@@ -75,15 +76,7 @@ def nemo_step_seconds(model, feats: list[torch.Tensor], att_context_size) -> lis
         for step in range(plan.steps(int(lengths.max()))):
             start = time.perf_counter()
             chunk, chunk_lengths, drop = plan.chunk_input(x, lengths, step)
-            encoded, encoded_lengths, *cache = encoder.cache_aware_stream_step(
-                processed_signal=chunk,
-                processed_signal_length=chunk_lengths,
-                cache_last_channel=cache[0],
-                cache_last_time=cache[1],
-                cache_last_channel_len=cache[2],
-                keep_all_outputs=False,
-                drop_extra_pre_encoded=drop,
-            )
+            encoded, encoded_lengths, cache = nemo_step(encoder, chunk, chunk_lengths, cache, drop)
             decoder(encoded, encoded_lengths)
             times.append(time.perf_counter() - start)
     return times

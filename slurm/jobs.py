@@ -160,18 +160,14 @@ def finetune_plan(
     nemo = Path(export_cfg.nemo.output)
     e = c.evaluate
     resources = ["--ntasks=1", f"--cpus-per-task={e.cpus_per_task}"] + ([f"--gpus={e.gpus}"] if e.gpus else [])
-    command = f"{c.python} -m recipes.export {quoted([f'run_dir={run_dir}', *export_args])}"
-    plan.jobs.append(
-        Job(
-            "export",
-            r.step(
-                f"export-{cfg.run_name}",
-                f"Export {run_dir} to {nemo}.",
-                r.sbatch("export", e.time) + resources,
-                command,
-            ),
-            after="finetune",
-        )
+
+    def one_task(kind: str, about: str, module: str, args: list[str], after: str) -> None:
+        command = f"{c.python} -m {module} {quoted(args)}"
+        script = r.step(f"{kind}-{cfg.run_name}", about, r.sbatch(kind, e.time) + resources, command)
+        plan.jobs.append(Job(kind, script, after=after))
+
+    one_task(
+        "export", f"Export {run_dir} to {nemo}.", "recipes.export", [f"run_dir={run_dir}", *export_args], "finetune"
     )
     dev_sets = OmegaConf.to_container(cfg.data.dev_sets, resolve=True)
     defaults = {
@@ -179,18 +175,12 @@ def finetune_plan(
         "output": f"{nemo}.stream_wer.json",
         "data": "{" + ", ".join(f'{name}: "{path}"' for name, path in dev_sets.items()) + "}",
     }
-    command = f"{c.python} -m recipes.evaluate {quoted(with_defaults(defaults, list(evaluate_args)))}"
-    plan.jobs.append(
-        Job(
-            "evaluate",
-            r.step(
-                f"evaluate-{cfg.run_name}",
-                f"Streaming WER of {nemo}.",
-                r.sbatch("evaluate", e.time) + resources,
-                command,
-            ),
-            after="export",
-        )
+    one_task(
+        "evaluate",
+        f"Streaming WER of {nemo}.",
+        "recipes.evaluate",
+        with_defaults(defaults, list(evaluate_args)),
+        "export",
     )
     return plan
 

@@ -8,7 +8,7 @@ import pytest
 from recipes.config import CONF, compose_config
 from tests.support.runs import training_runs  # noqa: F401 (a fixture for every test module)
 from tests.support.slurm_jobs import one_node_reference, slurm  # noqa: F401 (shared by the Slurm tests)
-from tests.support.streaming import random_model  # noqa: F401 (a fixture for every test module)
+from tests.support.streaming import one_thread, random_model  # noqa: F401 (fixtures for every test module)
 
 SIZES = {"general": {"train": 48, "dev": 10}, "target": {"train": 32, "dev": 10}}
 

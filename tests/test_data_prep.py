@@ -105,6 +105,21 @@ def test_text_policies():
 # ----------------------------------------------------------------------------------------- input forms
 
 
+# A Granary row's fields beyond audio, timing and text (and one of the user's own): kept as the cut's custom fields.
+GRANARY_FIELDS = {
+    "source_lang": "en",
+    "target_lang": "en",
+    "pnc": "yes",
+    "itn": "no",
+    "answer": "Hello there.",
+    "timestamp": False,
+    "diarize": False,
+    "decodercontext": "",
+    "emotion": "neutral",
+    "my_field": 7,
+}
+
+
 def _nemo_rows(audio_prefix: str) -> list[dict]:
     return [
         {
@@ -112,16 +127,7 @@ def _nemo_rows(audio_prefix: str) -> list[dict]:
             "offset": 0.0,
             "duration": 2.0,
             "text": "Hello there, General Kenobi!",
-            "source_lang": "en",
-            "target_lang": "en",
-            "pnc": "yes",
-            "itn": "no",
-            "answer": "Hello there.",
-            "timestamp": False,
-            "diarize": False,
-            "decodercontext": "",
-            "emotion": "neutral",
-            "my_field": 7,
+            **GRANARY_FIELDS,
         },
         {
             "audio_filepath": f"{audio_prefix}long.flac",
@@ -193,18 +199,7 @@ def test_each_input_form(tmp_path, kind):
         # several segments of one long file: one Recording, many cuts, Granary fields kept as custom
         assert len({c.recording.id for c in cuts}) == 1
         first = next(c for c in cuts if c.start == 0.0)
-        assert first.custom == {
-            "source_lang": "en",
-            "target_lang": "en",
-            "pnc": "yes",
-            "itn": "no",
-            "answer": "Hello there.",
-            "timestamp": False,
-            "diarize": False,
-            "decodercontext": "",
-            "emotion": "neutral",
-            "my_field": 7,
-        }
+        assert first.custom == GRANARY_FIELDS
         assert next(c for c in shar if c.id == first.id).custom["emotion"] == "neutral"
 
 

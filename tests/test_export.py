@@ -27,7 +27,7 @@ from recipes.export.nemo import streaming_tokens
 from recipes.export.pipeline import run
 from recipes.model_files import load_model, resolve_checkpoint
 from recipes.run_dir import RUN_CONFIG
-from tests.support.models import BASE_MODEL
+from tests.support.runs import checkpointed_run
 
 STEPS = (100, 200, 300)
 WER_AT_1120 = {100: 0.30, 200: 0.10, 300: 0.20}  # step 200 best, then 300
@@ -37,20 +37,7 @@ WER_AT_1120 = {100: 0.30, 200: 0.10, 300: 0.20}  # step 200 best, then 300
 def run_dir(demo_workdir, tmp_path_factory):
     """<run>/run_config.yaml (the demo fine-tuning config) and three checkpoints with streaming reports."""
     run = tmp_path_factory.mktemp("run")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(demo_workdir)
-        cfg = compose_config(
-            CONF,
-            "finetune",
-            ["experiment=demo_finetune", f"model.init_from={BASE_MODEL}", "callbacks.checkpoint.max_utterances=4"],
-        )
-        OmegaConf.save(cfg, run / RUN_CONFIG, resolve=True)
-    state = ASRModel.restore_from(str(BASE_MODEL), map_location="cpu").state_dict()
-    (run / "checkpoints").mkdir()
-    for i, step in enumerate(STEPS):
-        moved = {k: v + 1e-3 * i for k, v in state.items()}
-        path = run / "checkpoints" / f"step{step:06d}.ckpt"
-        torch.save({"state_dict": moved, "global_step": step, "epoch": i}, path)
+    for step, path in zip(STEPS, checkpointed_run(demo_workdir, run, STEPS, max_utterances=4)):
         report = {
             "step": step,
             "sets": {

@@ -11,6 +11,7 @@ from recipes.evaluate.wer import word_error_counts
 from recipes.export.onnx import export_onnx
 from recipes.export.onnx_streaming import OnnxStreamingRecognizer, sherpa_transcribe
 from recipes.model_files import load_model
+from recipes.streaming.attention import nemo_step
 from recipes.streaming.engine import StreamingRecognizer, padded
 from recipes.streaming.geometry import ChunkPlan, lookahead_ms
 from recipes.streaming.modes import evaluation_mode
@@ -85,15 +86,7 @@ def test_encoder_outputs_and_caches_match_pytorch_within_1e4_chunk_after_chunk(e
                         plan.later_input(feats, [f.size(1) for f in feats], [step] * 4),
                         plan.drop_extra,
                     )
-                encoded, encoded_lens, *theirs = encoder.cache_aware_stream_step(
-                    processed_signal=chunk,
-                    processed_signal_length=chunk_lens,
-                    cache_last_channel=theirs[0],
-                    cache_last_time=theirs[1],
-                    cache_last_channel_len=theirs[2],
-                    keep_all_outputs=False,
-                    drop_extra_pre_encoded=drop,
-                )
+                encoded, encoded_lens, theirs = nemo_step(encoder, chunk, chunk_lens, theirs, drop)
                 got = ours.step(key, *ours.window(key, feats, step), mine)  # the window sherpa-onnx would give
                 mine = got.cache
                 where = f"lookahead {la}, chunk {step}"

@@ -16,9 +16,9 @@ from omegaconf import OmegaConf
 from recipes.config import CONF, compose_config
 from recipes.export.pipeline import run as export
 from recipes.interpolate.wise import run as interpolate
-from recipes.run_dir import RUN_CONFIG
 from recipes.streaming.engine import StreamingRecognizer
 from tests.support.models import BASE_MODEL
+from tests.support.runs import checkpointed_run
 
 DATASETS = ("train_ds", "validation_ds", "test_ds")
 
@@ -37,21 +37,7 @@ def audio_dir(demo_workdir, tmp_path_factory):
 def run_dir(demo_workdir, tmp_path_factory):
     """A fine-tuning run of the demo base model as export reads one: its config and two checkpoints."""
     run = tmp_path_factory.mktemp("run")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(demo_workdir)
-        cfg = compose_config(
-            CONF,
-            "finetune",
-            ["experiment=demo_finetune", f"model.init_from={BASE_MODEL}", "callbacks.checkpoint.max_utterances=2"],
-        )
-        OmegaConf.save(cfg, run / RUN_CONFIG, resolve=True)
-    state = ASRModel.restore_from(str(BASE_MODEL), map_location="cpu").state_dict()
-    (run / "checkpoints").mkdir()
-    for step in (1, 2):
-        moved = {k: v + 1e-3 * step if v.is_floating_point() else v for k, v in state.items()}
-        torch.save(
-            {"state_dict": moved, "global_step": step, "epoch": step}, run / "checkpoints" / f"step{step:06d}.ckpt"
-        )
+    checkpointed_run(demo_workdir, run, steps=(1, 2), max_utterances=2)
     return run
 
 

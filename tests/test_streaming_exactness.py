@@ -18,14 +18,7 @@ LOOKAHEADS = [[70, 13], [70, 6], [70, 1], [70, 0]]
 DEV_SETS = [REPO / "data/prepared/demo_target/dev/cuts.jsonl.gz", REPO / "data/prepared/demo_general/dev/cuts.jsonl.gz"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """A tiny model's chunk steps are too small to share between threads; on a busy machine a second thread
-    only waits for the first."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def assert_exact(model, audios: list[np.ndarray], att_context_size, batch_size: int, single: list[int]) -> int:

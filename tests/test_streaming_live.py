@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from recipes.config import REPO
 from recipes.evaluate.run import show_partials
@@ -30,14 +29,7 @@ PEAK_RSS = (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """A tiny model's chunk steps are too small to share between threads; on a busy machine a second thread
-    only waits for the first."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_partials_of_a_file_read_block_by_block_are_those_of_the_whole_waveform(random_model, tmp_path):

@@ -11,7 +11,7 @@ from contextlib import nullcontext
 import pytest
 import torch
 
-from recipes.streaming.attention import ChunkStep
+from recipes.streaming.attention import ChunkStep, nemo_step
 from recipes.streaming.engine import StreamingRecognizer, padded
 from recipes.streaming.geometry import ChunkPlan
 from recipes.streaming.modes import evaluation_mode, no_typechecks
@@ -27,12 +27,7 @@ def standin_layers(tmp_path_factory):
     return support.standin_layers(tmp_path_factory)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def step_outputs(model, audios, att_context_size, steps: int | None = None, number_format=nullcontext):
@@ -51,17 +46,8 @@ def step_outputs(model, audios, att_context_size, steps: int | None = None, numb
             chunk, chunk_lengths, drop = plan.chunk_input(feats, lengths, step)
             with chunk_step:
                 mine = (*chunk_step(caches, chunk, chunk_lengths, drop), caches.lengths)
-            theirs = encoder.cache_aware_stream_step(
-                processed_signal=chunk,
-                processed_signal_length=chunk_lengths,
-                cache_last_channel=cache[0],
-                cache_last_time=cache[1],
-                cache_last_channel_len=cache[2],
-                keep_all_outputs=False,
-                drop_extra_pre_encoded=drop,
-            )
-            cache = theirs[2:]
-            pairs.append((mine, (theirs[0], theirs[1], theirs[4])))
+            encoded, encoded_lengths, cache = nemo_step(encoder, chunk, chunk_lengths, cache, drop)
+            pairs.append((mine, (encoded, encoded_lengths, cache[2])))
     return pairs
 
 

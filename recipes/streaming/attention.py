@@ -29,6 +29,21 @@ from nemo.utils.cast_utils import avoid_float16_autocast_context
 from recipes.streaming.windows import EncoderCaches
 
 
+def nemo_step(encoder, chunk: torch.Tensor, lengths: torch.Tensor, cache, drop: int):
+    """NeMo's own cache-aware step of one chunk: (encoded, encoded lengths, the next ``cache``), where ``cache`` is
+    (cache_last_channel, cache_last_time, cache_last_channel_len) as ``encoder.get_initial_cache_state`` gives."""
+    encoded, encoded_lengths, *cache = encoder.cache_aware_stream_step(
+        processed_signal=chunk,
+        processed_signal_length=lengths,
+        cache_last_channel=cache[0],
+        cache_last_time=cache[1],
+        cache_last_channel_len=cache[2],
+        keep_all_outputs=False,  # chunked-limited: every chunk's output is final
+        drop_extra_pre_encoded=drop,
+    )
+    return encoded, encoded_lengths, cache
+
+
 class ChunkStep:
     """One cache-aware chunk step of ``encoder`` for a batch of streams, on the engine's windows.
 
@@ -83,16 +98,9 @@ class ChunkStep:
         """Encoder outputs (B, D, frames) of one chunk and their lengths; ``caches`` move on by the chunk."""
         self.caches = caches
         layers, batch, width = len(self.encoder.layers), chunk.size(0), self.encoder.d_model
-        encoded, encoded_lengths, _, _, caches.lengths = self.encoder.cache_aware_stream_step(
-            processed_signal=chunk,
-            processed_signal_length=lengths,
-            # NeMo's own caches stay empty: the windows hold what they would (the layers pass them through)
-            cache_last_channel=chunk.new_empty(layers, batch, 0, width),
-            cache_last_time=chunk.new_empty(layers, batch, width, 0),
-            cache_last_channel_len=caches.lengths,
-            keep_all_outputs=False,  # chunked-limited: every chunk's output is final
-            drop_extra_pre_encoded=drop,
-        )
+        # NeMo's own caches stay empty: the windows hold what they would (the layers pass them through)
+        empty = (chunk.new_empty(layers, batch, 0, width), chunk.new_empty(layers, batch, width, 0), caches.lengths)
+        encoded, encoded_lengths, (_, _, caches.lengths) = nemo_step(self.encoder, chunk, lengths, empty, drop)
         return encoded, encoded_lengths
 
     def _attention(self, index: int, attn: MultiHeadAttention):

@@ -41,6 +41,31 @@ TINY = [
 ]
 
 
+def checkpointed_run(workdir: Path, run: Path, steps, max_utterances: int) -> list[Path]:
+    """``run`` as a fine-tuning run directory: ``run_config.yaml`` (the demo fine-tuning config, composed in
+    ``workdir``) and a checkpoint for each of ``steps``, the demo base model's float weights moved by 1e-3 more at
+    each. Returns the checkpoints' paths."""
+    from nemo.collections.asr.models import ASRModel
+    from omegaconf import OmegaConf
+
+    from recipes.config import CONF, compose_config
+    from recipes.run_dir import RUN_CONFIG
+
+    overrides = ["experiment=demo_finetune", f"model.init_from={BASE_MODEL}"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)
+        cfg = compose_config(CONF, "finetune", [*overrides, f"callbacks.checkpoint.max_utterances={max_utterances}"])
+        OmegaConf.save(cfg, run / RUN_CONFIG, resolve=True)
+    state = ASRModel.restore_from(str(BASE_MODEL), map_location="cpu").state_dict()
+    (run / "checkpoints").mkdir()
+    paths = []
+    for i, step in enumerate(steps, start=1):
+        moved = {k: v + 1e-3 * i if v.is_floating_point() else v for k, v in state.items()}
+        paths.append(run / "checkpoints" / f"step{step:06d}.ckpt")
+        torch.save({"state_dict": moved, "global_step": step, "epoch": i}, paths[-1])
+    return paths
+
+
 class RecipeRun:
     """``python -m <module> <args>`` from ``workdir`` in its own session, output appended to ``log_path``."""
 

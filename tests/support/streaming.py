@@ -36,6 +36,16 @@ def words_tokenizer(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def one_thread():
+    """A tiny model's chunk steps are too small to share between threads; on a busy machine a second thread
+    only waits for the first."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
 def random_model(tmp_path_factory):
     """The tiny architecture with random weights (2 layers): no data or training needed, and a random joint emits
     several tokens per frame, which stresses the decoder state across chunks."""
