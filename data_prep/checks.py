@@ -1,5 +1,5 @@
 """Data preparation's config schemas: every key of ``conf/data_prep/`` (``prepare`` and its corpus files, ``blend``,
-``tokenizer``, ``demo_corpus``) with its type and range or choices, and the cross-key rules; the mechanism is
+``tokenizer``, ``demo_corpus``, ``long_form``) with its type and range or choices, and the cross-key rules; the mechanism is
 ``recipes.schema``. Each entry point checks its config with these before it reads or writes anything; the inputs a
 corpus lists are checked as they are read (``data_prep.settings``)."""
 
@@ -32,6 +32,7 @@ SHAR_AUDIO_FORMATS = ("flac", "wav", "opus", "mp3", "original")
 FEASIBILITY_RULES = ("auto", "ctc", "rnnt")
 FOLDER_NAME = Str(pattern=r"(?!\.{1,2}$)(?!blends$)[^/]+", hint="a folder name (no /, not . .. or blends)")
 PREPARE_FIRST = "prepare the corpus first (python -m data_prep corpus=...)"
+LONG_FORM_MODES = ("joined", "recordings")  # data_prep/long_form.py
 
 
 def below(low: str, high: str) -> Rule:
@@ -49,6 +50,33 @@ def part_in_count(cfg: DictConfig) -> list[str]:
     return []
 
 
+def stream_rows(prefix: str) -> list[Key]:
+    """The settings of one set of continuous streams (``data_prep.long_form``, or a corpus's ``long_form.<name>``);
+    their defaults are conf/data_prep/long_form.yaml."""
+    return [
+        Key(f"{prefix}mode", OneOf(LONG_FORM_MODES), "joined: utterances joined | recordings: a recording's segments"),
+        Key(f"{prefix}minutes", Number(gt=0), "the most a stream lasts"),
+        Key(f"{prefix}streams", Int(lo=1), "joined: how many streams"),
+        Key(f"{prefix}gap_s", Range(Number(lo=0)), "joined: seconds of silence between utterances"),
+        Key(f"{prefix}seed", Int(lo=0), "joined: the passes' order and the pauses"),
+    ]
+
+
+def long_form_entries(cfg: DictConfig) -> list[str]:
+    """A corpus's ``long_form`` entries: known settings only, from one of the corpus's splits, not named as one."""
+    splits, problems = list(cfg.corpus.splits), []
+    known = ["split", *(row.path.rsplit(".", 1)[-1] for row in stream_rows(""))]
+    for name, entry in (cfg.long_form or {}).items():
+        unknown = sorted(set(entry) - set(known))
+        if unknown:
+            problems.append(f"long_form.{name}.{unknown[0]}: unknown key (use {', '.join(known)})")
+        if entry.split not in splits:
+            problems.append(f"long_form.{name}.split={entry.split}: not a split of the corpus ({', '.join(splits)})")
+        if name in splits:
+            problems.append(f"long_form.{name}: the name of a split; give the streams another name")
+    return problems
+
+
 PREPARE = Schema(
     "data_prep",
     [
@@ -61,7 +89,9 @@ PREPARE = Schema(
         Key("corpus.splits", MapOf(Free(""), nonempty=True), "{split: [inputs]}"),
         Key("corpus.splits.*", Free("the split's inputs, each checked as it is read (docs/data_prep.md)")),
         Key("long_form", MapOf(Free(""), null=True), "{name: settings}: continuous dev streams after the splits"),
-        Key("long_form.*", Free("the settings of python -m data_prep.long_form (conf/data_prep/long_form.yaml)")),
+        Key("long_form.*", MapOf(Free(""), required=("split",)), "{split, and any of data_prep.long_form's below}"),
+        Key("long_form.*.split", Str(), "a split of corpus.splits"),
+        *stream_rows("long_form.*."),
         Key("out_root", PathKind("writable_dir")),
         Key("num_workers", Int(lo=1, null=True), "null: one per CPU core"),
         Key("progress", Bool()),
@@ -91,7 +121,17 @@ PREPARE = Schema(
         below("filters.min_duration", "filters.max_duration"),
         below("filters.min_chars_per_second", "filters.max_chars_per_second"),
         Rule("part_in_count", part_in_count, "part.index < part.count"),
+        Rule("long_form_entries", long_form_entries, "long_form entries of the corpus's splits, known keys only"),
     ),
+)
+
+LONG_FORM = Schema(
+    "data_prep.long_form",
+    [
+        Key("source", PathKind("cuts", PREPARE_FIRST)),
+        Key("output_dir", PathKind("writable_dir")),
+        *stream_rows(""),
+    ],
 )
 
 BLEND = Schema(

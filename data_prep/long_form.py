@@ -37,20 +37,14 @@ from lhotse.cut import Cut
 from lhotse.utils import fastcopy
 from omegaconf import DictConfig, OmegaConf
 
+from data_prep.checks import LONG_FORM
 from data_prep.errors import DataPrepError
 from data_prep.settings import resolve_config
 from data_prep.summary import write_json
 from recipes.config import CONF
 from recipes.errors import exit_on_usage_error, run_hydra_main
 
-MODES = ("joined", "recordings")
-OPTIONS = (
-    "mode",
-    "minutes",
-    "streams",
-    "gap_s",
-    "seed",
-)  # of one stream set; defaults in conf/data_prep/long_form.yaml
+OPTIONS = ("mode", "minutes", "streams", "gap_s", "seed")  # of one stream set; conf/data_prep/long_form.yaml
 
 
 def defaults() -> dict:
@@ -165,12 +159,8 @@ def build_long_form(
     seed: int,
 ) -> dict:
     """Write ``cuts.jsonl.gz``, ``segments.jsonl.gz`` and ``summary.json`` under ``output_dir``; returns the
-    summary. Raises :class:`DataPrepError` for a bad setting or source before anything is written."""
-    problems = option_problems(mode, minutes, streams, gap_s)
-    if not Path(source).is_file():
-        problems.insert(0, f"source={source}: no such cuts file (prepare the split with python -m data_prep first)")
-    if problems:
-        raise DataPrepError("\n".join(problems))
+    summary. The settings are checked already (``data_prep.checks.LONG_FORM``, or the corpus's ``long_form`` rows);
+    raises :class:`DataPrepError` for a source they cannot make streams of, before anything is written."""
     cuts = sorted(CutSet.from_file(source), key=lambda c: c.id)  # the same streams whatever the manifest order
     if not cuts:
         raise DataPrepError(f"source={source}: no cuts")
@@ -208,39 +198,10 @@ def build_long_form(
     return summary
 
 
-def option_problems(mode: str, minutes: float, streams: int, gap_s: Sequence[float], where: str = "") -> list[str]:
-    """One line per bad setting (``where`` prefixes the key, e.g. ``long_form.dev_20min.``)."""
-    problems = []
-    if mode not in MODES:
-        problems.append(f"{where}mode={mode}: use one of {', '.join(MODES)}")
-    if not isinstance(minutes, (int, float)) or isinstance(minutes, bool) or minutes <= 0:
-        problems.append(f"{where}minutes={minutes}: must be a positive number of minutes (e.g. 20)")
-    if not isinstance(streams, int) or isinstance(streams, bool) or streams < 1:
-        problems.append(f"{where}streams={streams}: must be a whole number >= 1")
-    if len(gap_s) != 2 or not 0 <= gap_s[0] <= gap_s[1]:
-        problems.append(f"{where}gap_s={list(gap_s)}: must be [low, high] seconds with 0 <= low <= high")
-    return problems
-
-
-def corpus_entries(entries: Mapping[str, Mapping] | None, splits: Sequence[str]) -> dict[str, dict]:
-    """A corpus config's ``long_form: {name: {split, mode, minutes, streams, gap_s, seed}}``, checked before any
-    work (raises :class:`DataPrepError`), with the defaults filled in."""
-    checked, problems = {}, []
-    for name, entry in (entries or {}).items():
-        where = f"long_form.{name}."
-        entry = {**defaults(), **entry}
-        unknown = sorted(set(entry) - {*OPTIONS, "split"})
-        if unknown:
-            problems.append(f"{where}{unknown[0]}: unknown key (use split, {', '.join(OPTIONS)})")
-        if entry.get("split") not in splits:
-            problems.append(f"{where}split={entry.get('split')}: not a split of the corpus ({', '.join(splits)})")
-        if name in splits:
-            problems.append(f"long_form.{name}: the name of a split; give the streams another name")
-        problems += option_problems(entry["mode"], entry["minutes"], entry["streams"], entry["gap_s"], where)
-        checked[name] = entry
-    if problems:
-        raise DataPrepError("\n".join(problems))
-    return checked
+def corpus_entries(entries: Mapping[str, Mapping] | None) -> dict[str, dict]:
+    """A corpus config's ``long_form: {name: {split, mode, minutes, streams, gap_s, seed}}`` (checked by its
+    schema), with the defaults filled in."""
+    return {name: {**defaults(), **entry} for name, entry in (entries or {}).items()}
 
 
 def build_corpus_long_forms(corpus_dir: Path, entries: Mapping[str, Mapping]) -> dict:
@@ -268,6 +229,7 @@ def report(summary: dict) -> str:
 @hydra.main(version_base="1.3", config_path="../conf/data_prep", config_name="long_form")
 @exit_on_usage_error("data_prep.long_form")
 def main(cfg: DictConfig) -> None:
+    LONG_FORM.check(cfg, DataPrepError)
     conf = resolve_config(cfg)
     options = {key: conf[key] for key in OPTIONS}
     print(report(build_long_form(conf["source"], conf["output_dir"], **options)))

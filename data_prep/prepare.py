@@ -182,7 +182,7 @@ def prepare_corpus(cfg: Mapping) -> dict:
     :class:`DataPrepError` for a config or input problem, before anything is written.
     """
     settings = settings_from_cfg(cfg)
-    long_forms = corpus_entries(settings.resolved.get("long_form"), list(settings.corpus.splits))
+    long_forms = corpus_entries(settings.resolved.get("long_form"))
     tokenizer = _load_tokenizer(settings.tokenizer)
     filters = settings.audio.filters
     screened = {}

@@ -226,34 +226,11 @@ def data_prep_plan(cluster: DictConfig, recipe_args: list[str]) -> Plan:
     return plan
 
 
-def check_cluster(c: DictConfig) -> None:
-    problems = []
-    if c.requeue not in ("scontrol", "chain"):
-        problems.append(f"cluster.requeue={c.requeue}: use scontrol or chain")
-    for key in ("nodes", "tasks_per_node", "cpus_per_task", "data_prep.tasks"):
-        value = OmegaConf.select(c, key)
-        if not isinstance(value, int) or value < 1:
-            problems.append(f"cluster.{key}={value}: must be a positive integer")
-    if not isinstance(c.signal_seconds, int) or c.signal_seconds < 0:
-        problems.append(f"cluster.signal_seconds={c.signal_seconds}: seconds before the time limit, >= 0")
-    if not isinstance(c.gpus_per_node, int) or c.gpus_per_node < 0:
-        problems.append(f"cluster.gpus_per_node={c.gpus_per_node}: a count of GPUs, 0 on CPU nodes")
-    elif c.gpus_per_node and c.tasks_per_node != c.gpus_per_node:
-        # Each rank takes GPU SLURM_LOCALID of its node: fewer ranks leave GPUs idle, more share one.
-        problems.append(
-            f"cluster.tasks_per_node={c.tasks_per_node}: one rank per GPU, so it must equal "
-            f"cluster.gpus_per_node={c.gpus_per_node}"
-        )
-    if problems:
-        raise UsageError("; ".join(problems))
-
-
 def plan_jobs(kind: str, cluster: DictConfig, recipe_args: list[str]) -> Plan:
-    """The jobs of ``kind`` for ``cluster``; ``recipe_args`` are the recipe's overrides (for ``pipeline``,
+    """The jobs of ``kind`` for ``cluster`` (checked by ``recipes.checks.check_submit``); ``recipe_args`` are the recipe's overrides (for ``pipeline``,
     those starting with ``export.`` / ``evaluate.`` go, without the prefix, to those two jobs)."""
     if kind not in KINDS:
         raise UsageError(f"job kind {kind!r}: use one of {', '.join(KINDS)}")
-    check_cluster(cluster)
     if kind == "data_prep":
         return data_prep_plan(cluster, recipe_args)
     staged = {"export": [], "evaluate": [], "": []}

@@ -107,11 +107,13 @@ def test_mistakes_are_one_line_each_and_exit_2(demo_workdir):
     )
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.splitlines() == [
-        "data_prep.long_form: error: source=nope.jsonl.gz: no such cuts file (prepare the split with python -m "
-        "data_prep first)",
-        "data_prep.long_form: error: mode=chunks: use one of joined, recordings",
-        "data_prep.long_form: error: minutes=0: must be a positive number of minutes (e.g. 20)",
-        "data_prep.long_form: error: gap_s=[1.0, 0.5]: must be [low, high] seconds with 0 <= low <= high",
+        "data_prep.long_form: error: source=nope.jsonl.gz: not found: prepare the corpus first (python -m data_prep "
+        "corpus=...)",
+        "data_prep.long_form: error: mode=chunks: not one of joined, recordings (joined: utterances joined | "
+        "recordings: a recording's segments)",
+        "data_prep.long_form: error: minutes=0: give a number > 0 (the most a stream lasts)",
+        "data_prep.long_form: error: gap_s=[1.0,0.5]: give [low, high] with low <= high (joined: seconds of silence "
+        "between utterances)",
     ]
     assert not (demo_workdir / "x").exists()
 

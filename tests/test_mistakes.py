@@ -35,7 +35,7 @@ import pytest
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from data_prep.checks import BLEND, DEMO_CORPUS, PREPARE, TOKENIZER
+from data_prep.checks import BLEND, DEMO_CORPUS, LONG_FORM, PREPARE, TOKENIZER
 from recipes.checks import SCHEMAS
 from recipes.config import CONF, REPO, compose_config
 from recipes.schema import Free, Registry, Schema, concrete_keys
@@ -77,10 +77,11 @@ DP, BL, TOK, DEMO, SUB = (
     "slurm.submit",
 )
 
+DEV_CUTS = "data/prepared/demo_target/dev/cuts.jsonl.gz"
 # What a row runs before its mistake: a command that would otherwise work (or get past its checks).
 BASE_ARGS = {
     FT: ["experiment=demo_finetune", "model.init_from={base}", "run_name=mistakes"],
-    EV: ["model={base}", "data=data/prepared/demo_target/dev/cuts.jsonl.gz"],
+    EV: ["model={base}", f"data={DEV_CUTS}"],
     IN: ["base={base}", "finetuned={base}"],
     EX: ["run_dir={run}"],
     CARD: ["run_dir={run}", "base_report={report}", "exported_report={report}"],
@@ -179,9 +180,11 @@ MISTAKES = [
     m(DEMO, "voices=[en-zz]", key="voices", what="a voice eSpeak NG does not have"),
     m(DEMO, "rate_wpm=[190,140]", key="rate_wpm"),
     m(DEMO, "+domains.medical.train=5", key="domains.medical", rule="known_domains"),
-    # recipes.transcribe, data_prep.long_form (checked by their own modules so far, not yet by a schema)
+    m(DP, "+long_form.dev_x.split=test", key="long_form.dev_x.split", rule="long_form_entries"),
+    # recipes.transcribe, data_prep.long_form
     m(TR, "audio=/nowhere.wav", key="audio"),
     m(TR, "audio={nemo_manifest}", "batch_size=0", key="batch_size"),
+    m(TR, "audio={nemo_manifest}", "device=cuda", key="device", rule="cuda_there", what="no CUDA device here"),
     m(LF, "source=/nowhere/cuts.jsonl.gz", "output_dir=long", key="source"),
     m(LF, "output_dir=long", key="source", what="a required value not given"),
     # slurm.submit
@@ -222,7 +225,7 @@ def places(demo_workdir) -> dict[str, str]:
 
 
 def all_schemas() -> dict[str, Schema]:
-    return {**SCHEMAS, **{s.name: s for s in (PREPARE, BLEND, TOKENIZER, DEMO_CORPUS)}}
+    return {**SCHEMAS, **{s.name: s for s in (PREPARE, BLEND, TOKENIZER, DEMO_CORPUS, LONG_FORM)}}
 
 
 def registries() -> set[Registry]:
@@ -252,7 +255,8 @@ def test_each_planted_mistake_is_one_line_naming_its_key(mistake, places, demo_w
         capture_output=True,
         text=True,
         timeout=HANG_S,
-        env=subprocess_env(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1"),
+        # As on a CPU machine wherever the tests run: the device rows expect no CUDA device.
+        env=subprocess_env(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES=""),
     )
     cpu, wall = child_cpu_seconds() - cpu, time.monotonic() - wall
     assert done.returncode == 2, done.stderr[-3000:]
@@ -274,7 +278,8 @@ def base_configs(places: dict[str, str]) -> dict[str, list[DictConfig]]:
         return compose_config(CONF, "finetune", [a.format(**places) for a in BASE_ARGS[FT]] + list(extra))
 
     evaluate = OmegaConf.merge(OmegaConf.load(CONF / "evaluate.yaml"), {"model": places["base"]})
-    evaluate.data = "data/prepared/demo_target/dev/cuts.jsonl.gz"
+    evaluate.data = DEV_CUTS
+    transcribe = OmegaConf.merge(OmegaConf.load(CONF / "transcribe.yaml"), {"model": places["base"]})
     return {
         FT: [finetune(), finetune("trainer=ddp"), finetune("experiment=demo_pretrain", "data=demo_general")],
         EV: [evaluate],
@@ -286,6 +291,8 @@ def base_configs(places: dict[str, str]) -> dict[str, list[DictConfig]]:
         TOK: [compose_config(CONF / "data_prep", "tokenizer", [])],
         DEMO: [compose_config(CONF / "data_prep", "demo_corpus", [])],
         SUB: [compose_config(CONF, "submit", [f"cluster={c.stem}"]) for c in sorted((CONF / "cluster").glob("*.yaml"))],
+        TR: [OmegaConf.merge(transcribe, {"audio": places["nemo_manifest"]})],
+        LF: [compose_config(CONF / "data_prep", "long_form", [f"source={DEV_CUTS}", "output_dir=long"])],
     }
 
 

@@ -266,8 +266,8 @@ def test_config_mistakes_are_one_line_each(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     errors = proc.stderr.strip().splitlines()
     assert [e.split("=")[0] for e in errors] == [
+        "recipes.transcribe: error: model",
         "recipes.transcribe: error: audio",
         "recipes.transcribe: error: lookahead",
         "recipes.transcribe: error: channel",
-        "recipes.transcribe: error: model",
     ]

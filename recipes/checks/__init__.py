@@ -2,8 +2,8 @@
 
 Each command's schema (:class:`recipes.schema.Schema`) declares every key of its config once, with its type and
 range or choices, and lists its named cross-key rules: ``finetune`` (``recipes.finetune``), ``stages``
-(``recipes.evaluate``, ``recipes.interpolate``, ``recipes.export`` and its card), ``submit`` (``slurm.submit``);
-data preparation's are in ``data_prep/settings.py``. A check raises every problem together as one
+(``recipes.evaluate``, ``recipes.interpolate``, ``recipes.export`` and its card, ``recipes.transcribe``), ``submit``
+(``slurm.submit``); data preparation's are in ``data_prep/checks.py``. A check raises every problem together as one
 :class:`~recipes.errors.UsageError`, so a user fixes every mistake in one go."""
 
 from recipes.checks.finetune import FINETUNE, check_finetune
@@ -12,14 +12,16 @@ from recipes.checks.stages import (
     EVALUATE,
     EXPORT,
     INTERPOLATE,
+    TRANSCRIBE,
     check_card,
     check_evaluate,
     check_export,
     check_interpolate,
+    check_transcribe,
 )
 from recipes.checks.submit import SUBMIT, check_submit
 
-SCHEMAS = {schema.name: schema for schema in (FINETUNE, EVALUATE, INTERPOLATE, EXPORT, CARD, SUBMIT)}
+SCHEMAS = {schema.name: schema for schema in (FINETUNE, EVALUATE, INTERPOLATE, EXPORT, CARD, TRANSCRIBE, SUBMIT)}
 
 __all__ = [
     "SCHEMAS",
@@ -29,4 +31,5 @@ __all__ = [
     "check_finetune",
     "check_interpolate",
     "check_submit",
+    "check_transcribe",
 ]

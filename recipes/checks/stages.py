@@ -1,5 +1,5 @@
 """The schemas of the stages after training: ``recipes.evaluate``, ``recipes.interpolate``, ``recipes.export`` and
-its results card, each with its cross-key rules; checked before NeMo is imported."""
+its results card, ``recipes.transcribe``, each with its cross-key rules; checked before NeMo is imported."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from recipes.schema import (
     Str,
     show,
 )
+from recipes.transcribe.channels import parse_channel
 
 
 def model_file(value, key: str) -> None:
@@ -232,3 +233,49 @@ CARD = Schema(
 
 def check_card(cfg: DictConfig) -> None:
     CARD.check(cfg)
+
+
+def jsonl_output(value, key: str) -> None:
+    problem = None if str(value).endswith(".jsonl") else "give a .jsonl file"
+    problem = problem or PathKind("writable_file").check(value)
+    if problem:
+        raise UsageError(f"{key}={value}: {problem}")
+
+
+def channel_choice(value, key: str) -> None:
+    parse_channel(value, key)
+
+
+def cuda_there(cfg: DictConfig) -> list[str]:
+    import torch  # already imported by every recipe that gets here (no NeMo)
+
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        return ["device=cuda: no CUDA device here: use device=auto or device=cpu"]
+    return []
+
+
+TRANSCRIBE = Schema(
+    "recipes.transcribe",
+    [
+        Key("model", MODEL),
+        Key("audio", PathKind("nonempty", "give an audio file, a folder or a manifest")),
+        Key("output", Checked(jsonl_output, "a .jsonl file in a directory that can be written", bad="out.txt")),
+        Key(
+            "lookahead",
+            Either((Int(lo=1), Lookaheads(single=True)), null=True),
+            "ms (80, 160, 560, 1120 for the released model) or [left, right]; null: the model's default",
+        ),
+        Key("channel", Checked(channel_choice, "mix, each, or a channel index", bad="left")),
+        Key("batch_size", Int(lo=1)),
+        Key("device", OneOf(("auto", "cpu", "cuda"))),
+        Key("captions", OneOf(("srt", "vtt"), null=True), "null: no captions"),
+        Key("captions_dir", PathKind("writable_dir", null=True), "null: <output's name>_captions/ beside the output"),
+        Key("progress", Bool()),
+    ],
+    (Rule("cuda_there", cuda_there, "device=cuda only where a CUDA device is"),),
+)
+
+
+def check_transcribe(cfg: DictConfig) -> None:
+    """``recipes.transcribe``'s config, before NeMo is imported."""
+    TRANSCRIBE.check(cfg)

@@ -8,9 +8,9 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from recipes.checks import check_transcribe
 from recipes.config import CONF
 from recipes.errors import exit_on_usage_error, run_hydra_main
-from recipes.transcribe.config import check_transcribe
 
 # Stored by name rather than found in conf/: there ``model`` is a config group (the training recipe's).
 ConfigStore.instance().store(name="transcribe", node=OmegaConf.load(CONF / "transcribe.yaml"))
