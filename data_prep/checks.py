@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from data_prep.demo_corpus.texts import DOMAINS, SPLITS, TEXT_STYLES
 from data_prep.errors import DataPrepError
-from data_prep.text import POLICIES
+from data_prep.text import POLICIES, lost_by_lower_strip
 from recipes.schema import (
     Bool,
     Checked,
@@ -77,6 +77,37 @@ def long_form_entries(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def char_map(value, key: str) -> None:
+    """``text.map``: {character: replacement}, one character per key and a string per replacement."""
+    if not isinstance(value, dict) or any(len(str(k)) != 1 or not isinstance(v, str) for k, v in value.items()):
+        raise DataPrepError(
+            f"{key}={value}: give {{character: replacement}}, one character per key and a string per replacement "
+            f"('' drops the character), e.g. {{';': ','}}"
+        )
+
+
+def lower_strip_for_pnc_tokenizer(cfg: DictConfig) -> list[str]:
+    """``text.policy=lower_strip`` takes out case and punctuation the reference tokenizer can write: the model
+    would learn to drop them. Unless ``text.allow_strip_for_pnc_tokenizer`` says it is meant."""
+    if cfg.text.policy != "lower_strip" or cfg.text.allow_strip_for_pnc_tokenizer or cfg.tokenizer is None:
+        return []
+    from data_prep.tokenizer import load_sentencepiece, vocabulary_characters
+
+    try:
+        characters = vocabulary_characters(load_sentencepiece(cfg.tokenizer))
+    except Exception:  # reported, with its reason, where data prep loads the tokenizer
+        return []
+    capitals, marks = lost_by_lower_strip(characters)
+    if not capitals and not marks:
+        return []
+    lost = " and ".join(x for x in (capitals and "capitals", marks and f"punctuation ({marks[:20]})") if x)
+    return [
+        f"text.policy=lower_strip: lowercases and strips punctuation, but tokenizer={cfg.tokenizer} writes {lost}, "
+        f"so the model would learn to drop them: use text.policy=pnc with cased, punctuated transcripts, or set "
+        f"text.allow_strip_for_pnc_tokenizer=true if dropping them is meant"
+    ]
+
+
 PREPARE = Schema(
     "data_prep",
     [
@@ -99,6 +130,10 @@ PREPARE = Schema(
         Key("text.policy", OneOf(POLICIES)),
         Key("text.nfkc", Bool()),
         Key("text.ascii_punctuation", Bool()),
+        Key("text.map", Checked(char_map, "{character: replacement}", bad="x", null=True), "before the <unk> check"),
+        Key("text.map.*", Free("the replacement ('' drops the character)")),
+        Key("text.fold_accents", Bool(), "NFKD, accents off Latin letters (café -> cafe)"),
+        Key("text.allow_strip_for_pnc_tokenizer", Bool(), "lower_strip although the tokenizer has case or punctuation"),
         Key("audio.sample_rate", Int(lo=1)),
         Key("augment.telephone", Number(lo=0, hi=1), "a share of the kept rows (0: off)"),
         Key("validation.duration_tolerance", Number(lo=0), "seconds"),
@@ -122,6 +157,12 @@ PREPARE = Schema(
         below("filters.min_chars_per_second", "filters.max_chars_per_second"),
         Rule("part_in_count", part_in_count, "part.index < part.count"),
         Rule("long_form_entries", long_form_entries, "long_form entries of the corpus's splits, known keys only"),
+        Rule(
+            "lower_strip_for_pnc_tokenizer",
+            lower_strip_for_pnc_tokenizer,
+            "text.policy=lower_strip only with a tokenizer without case and punctuation, or with "
+            "text.allow_strip_for_pnc_tokenizer=true",
+        ),
     ),
 )
 

@@ -32,9 +32,10 @@ from data_prep.summary import (
     corpus_summary,
     feasibility_summary,
     split_summary,
+    text_summary,
     write_json,
 )
-from data_prep.tokenizer import load_sentencepiece
+from data_prep.tokenizer import load_sentencepiece, unencodable_characters
 from recipes.run_dir import atomic_path
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,9 @@ def prepare_split(settings: PrepSettings, split: str, screened: Screened) -> dic
         kept_seconds=sum(r.kept_seconds for r in results),
         rejects=rejects,
         tokenizer_unk=screened.unk.to_dict() if settings.tokenizer else None,
+        unencodable_characters=dict(unencodable_characters(screened.unk.surfaces).most_common())
+        if settings.tokenizer
+        else None,
         feasibility=feasibility_summary(settings),
         shards={"total": len(jobs), "reused": len(jobs) - len(todo), "written": len(todo)},
         duration_bins=bins,
@@ -196,6 +200,15 @@ def prepare_corpus(cfg: Mapping) -> dict:
             screened[split].rows_in,
             len(screened[split].rejects),
         )
+    unencodable = None
+    if tokenizer is not None:
+        unencodable = sum((unencodable_characters(s.unk.surfaces) for s in screened.values()), Counter())
+        shown = ", ".join(f"{ch!r} x{n}" for ch, n in unencodable.most_common(20)) or "none"
+        log.info(
+            "%s: characters the tokenizer cannot encode (after normalisation and text.map): %s",
+            settings.corpus.name,
+            shown,
+        )
     splits = {split: prepare_split(settings, split, s) for split, s in screened.items()}
     if settings.part[1] > 1:
         return {"corpus": settings.corpus.name, "part": list(settings.part), "splits": splits}
@@ -204,6 +217,7 @@ def prepare_corpus(cfg: Mapping) -> dict:
         splits,
         settings.resolved,
         feasibility=feasibility_summary(settings),
+        text=text_summary(settings.resolved["text"], unencodable),
         audio=combine_audio([s["audio"] for s in splits.values()]),
     )
     write_json(settings.corpus_dir / "summary.json", summary)

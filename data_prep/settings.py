@@ -215,6 +215,8 @@ def settings_from_cfg(cfg: DictConfig | Mapping) -> PrepSettings:
         policy=text_cfg["policy"],
         nfkc=bool(text_cfg.get("nfkc", True)),
         ascii_punctuation=bool(text_cfg.get("ascii_punctuation", True)),
+        char_map=tuple((text_cfg.get("map") or {}).items()),
+        fold_accents=bool(text_cfg.get("fold_accents", False)),
     )
     tokenizer = Path(resolved["tokenizer"]) if resolved.get("tokenizer") is not None else None
     audio = AudioChecks(

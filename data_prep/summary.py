@@ -54,6 +54,15 @@ def feasibility_summary(settings) -> dict:
     }
 
 
+def text_summary(text_cfg: dict, unencodable: Counter | None) -> dict:
+    """The text policy as applied (``text.*``, the character map included) and, with a tokenizer, each character
+    it cannot encode after that policy, with how often it occurs (null: no tokenizer, nothing checked)."""
+    return {
+        **text_cfg,
+        "unencodable_characters": None if unencodable is None else dict(unencodable.most_common()),
+    }
+
+
 def audio_summary(seconds: dict[str, float], sample_rate: int, telephone: float) -> dict:
     """What became of the kept audio on its way to ``sample_rate`` mono (``seconds``: per
     :func:`data_prep.audio.audio_facts` key), in hours."""

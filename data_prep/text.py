@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 # pnc: keep punctuation and case (what Nemotron Speech outputs); lower_strip: lowercase, no punctuation.
 POLICIES = ("pnc", "lower_strip")
@@ -43,6 +44,8 @@ class TextPolicy:
     policy: str = "pnc"
     nfkc: bool = True
     ascii_punctuation: bool = True
+    char_map: tuple[tuple[str, str], ...] = ()  # text.map as (character, replacement) pairs; "" drops it
+    fold_accents: bool = False
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -61,12 +64,34 @@ def _drop_invisible(text: str) -> str:
     return "".join(out)
 
 
+@lru_cache(maxsize=8)
+def _table(char_map: tuple[tuple[str, str], ...]) -> dict[int, str]:
+    return str.maketrans(dict(char_map))
+
+
+def fold_accents(text: str) -> str:
+    """Accents off Latin letters (NFKD, then the combining marks on an ASCII letter dropped: "café" -> "cafe");
+    letters without an ASCII base (ß, ø) and other scripts' marks stay."""
+    kept: list[str] = []
+    for ch in unicodedata.normalize("NFKD", text):
+        if unicodedata.combining(ch) and kept and kept[-1].isascii():
+            continue
+        kept.append(ch)
+    return unicodedata.normalize("NFC", "".join(kept))
+
+
 def normalise(text: str, policy: TextPolicy) -> str:
     """Return ``text`` normalised under ``policy``; an empty string means nothing usable is left."""
     if policy.nfkc:
         text = unicodedata.normalize("NFKC", text)
     if policy.ascii_punctuation:
         text = text.translate(_ASCII_PUNCTUATION)
+    if policy.char_map:
+        text = text.translate(_table(policy.char_map))
+    # Every accented letter, not only those the tokenizer lacks: the prepared text is then the same whichever
+    # tokenizer (or none) is given; a vocabulary with accented letters sets text.fold_accents=false.
+    if policy.fold_accents:
+        text = fold_accents(text)
     text = _drop_invisible(text)
     if policy.policy == "lower_strip":
         text = text.lower()
@@ -95,6 +120,14 @@ _SCRIPTS = {
 }
 # More than this share of a transcript's letters outside the language's script: not the corpus language.
 MAX_OTHER_SCRIPT_SHARE = 0.1
+
+
+def lost_by_lower_strip(characters: set[str] | frozenset[str]) -> tuple[str, str]:
+    """(capital letters, punctuation) among ``characters`` (a tokenizer's) that ``lower_strip`` takes out of every
+    transcript; the in-word apostrophe it keeps is not counted."""
+    capitals = "".join(sorted(ch for ch in characters if ch != ch.lower()))
+    marks = "".join(sorted(ch for ch in characters if _NOT_WORD.fullmatch(ch)))
+    return capitals, marks
 
 
 def has_words(text: str) -> bool:

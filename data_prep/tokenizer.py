@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tarfile
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -80,6 +81,27 @@ def count_unk(sp: spm.SentencePieceProcessor, text: str) -> tuple[int, list[str]
         pieces = sp.encode(text, out_type="immutable_proto").pieces
     unk_id = sp.unk_id()
     return len(pieces), [p.surface.strip() for p in pieces if p.id == unk_id]
+
+
+def vocabulary_characters(sp: spm.SentencePieceProcessor) -> frozenset[str]:
+    """Every character some piece of ``sp`` spells (special pieces and the word-boundary mark aside): what a
+    transcript may contain without coming out as ``<unk>``."""
+    chars = set()
+    for i in range(sp.get_piece_size()):
+        if not (sp.is_unknown(i) or sp.is_control(i) or sp.is_unused(i) or sp.is_byte(i)):
+            chars.update(sp.id_to_piece(i).replace("\u2581", ""))
+    return frozenset(chars)
+
+
+def unencodable_characters(unk_surfaces: Counter) -> Counter:
+    """Per character, how often it came out as ``<unk>``, from the surfaces :func:`count_unk` returned (a run of
+    characters the tokenizer cannot encode comes out as one ``<unk>``)."""
+    chars = Counter()
+    for surface, count in unk_surfaces.items():
+        for ch in surface:
+            if not ch.isspace():
+                chars[ch] += count
+    return chars
 
 
 REPLACEMENT_WARNING = """\
