@@ -41,6 +41,7 @@ from recipes.config import CONF, REPO, compose_config
 from recipes.schema import Free, Registry, Schema, concrete_keys
 from tests.support.models import BASE_MODEL
 from tests.support.runs import subprocess_env
+from tests.test_text_policy import train_pnc_tokenizer
 
 CPU_BUDGET_S = 10.0  # per row: the one-line error must come before anything slow (NeMo's import alone is ~10 s)
 HANG_S = 120  # wall seconds after which a row counts as a hang (the machine may be busy with other jobs)
@@ -173,6 +174,13 @@ MISTAKES = [
         rule="min_chars_per_second_below_max_chars_per_second",
     ),
     m(DP, "part.index=3", key="part.index", rule="part_in_count"),
+    m(
+        DP,
+        "tokenizer={pnc_tokenizer}",
+        key="text.policy",
+        rule="lower_strip_for_pnc_tokenizer",
+        what="lower_strip (demo_target's) with a tokenizer that writes case and punctuation",
+    ),
     m(BL, "blend.corpora.0.weight=0", key="blend.corpora.0.weight"),
     m(BL, "num_buckets=1", key="num_buckets"),
     m(TOK, "vocab_size=1", key="vocab_size"),
@@ -214,7 +222,11 @@ def places(demo_workdir) -> dict[str, str]:
     empty.write_bytes(gzip.compress(b""))
     for registry in registries():  # NeMo's and Lightning's names read (and cached) once, as a first run would
         registry.names()
+    pnc_tokenizer = work / "pnc_tokenizer"
+    if not (pnc_tokenizer / "tokenizer.model").is_file():
+        train_pnc_tokenizer(pnc_tokenizer)
     return {
+        "pnc_tokenizer": str(pnc_tokenizer),
         "base": str(BASE_MODEL),
         "run": str(run),
         "report": str(report),

@@ -27,6 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from recipes.checks import check_card
+from recipes.config import CONF, compose_config
 from recipes.errors import UsageError, exit_on_usage_error, run_hydra_main
 from recipes.evaluate.reports import RUN_PLOT, latency_table, lookahead_key_ms, read_run_reports, wer_table
 from recipes.run_dir import write_atomic
@@ -133,6 +134,25 @@ def trained_with_section(run: DictConfig) -> list[str]:
         *settings_table(settings),
         "",
     ]
+
+
+def ranking_line(run_dir: Path) -> list[str]:
+    """Which WER chose the exported checkpoint: export's ``rank_by``, composed from the command that
+    ``<run_dir>/export.json`` records; nothing without that record."""
+    from recipes.export.pipeline import EXPORT_RECORD  # imports NeMo: not before the config is checked
+
+    record = run_dir / EXPORT_RECORD
+    if not record.is_file():
+        return []
+    cfg = compose_config(CONF, "export", shlex.split(json.loads(record.read_text())["command"])[3:])
+    if cfg.checkpoint != "best" and not (cfg.checkpoint == "averaged" and cfg.average.select == "best"):
+        averaged = f" of `average.select={cfg.average.select}`" if cfg.checkpoint == "averaged" else ""
+        return [f"Exported `checkpoint={cfg.checkpoint}`{averaged}: no WER ranking chose it.", ""]
+    by = cfg.rank_by
+    what = "normalised WER" if by.metric == "wer_normalized" else "WER as written"
+    where = f"`{by.set}`" if by.set else "the run's first dev set"
+    when = f"{by.lookahead_ms} ms" if by.lookahead_ms else "the default lookahead"
+    return [f"Checkpoints ranked by `rank_by.metric={by.metric}` ({what}) on {where} at {when}.", ""]
 
 
 def wer_section(base: dict, exported: dict, exported_name: str) -> list[str]:
@@ -302,6 +322,7 @@ def write_card(
         f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `python -m recipes.export.card`. "
         f"Exported model: `{exported.get('model', '-')}`.",
         "",
+        *ranking_line(run_dir),
         *training_section(run, run_dir),
         *trained_with_section(run),
         *data_section(run),
