@@ -144,7 +144,10 @@ def ranking_line(run_dir: Path) -> list[str]:
     record = run_dir / EXPORT_RECORD
     if not record.is_file():
         return []
-    cfg = compose_config(CONF, "export", shlex.split(json.loads(record.read_text())["command"])[3:])
+    try:
+        cfg = compose_config(CONF, "export", shlex.split(json.loads(record.read_text())["command"])[3:])
+    except UsageError:  # a command of keys this export no longer has: the card leaves the line out, not guesses
+        return []
     if cfg.checkpoint != "best" and not (cfg.checkpoint == "averaged" and cfg.average.select == "best"):
         averaged = f" of `average.select={cfg.average.select}`" if cfg.checkpoint == "averaged" else ""
         return [f"Exported `checkpoint={cfg.checkpoint}`{averaged}: no WER ranking chose it.", ""]
