@@ -17,10 +17,14 @@ from recipes.streaming.geometry import ChunkPlan, lookahead_ms
 from recipes.streaming.modes import evaluation_mode
 from tests.support.models import BASE_MODEL
 
-# sherpa-onnx 2.0.1 against the PyTorch engine, with the export's lead-in: within 0.5 point absolute on the demo's
-# 150-utterance dev sets (scripts/bench_runtimes.py, docs/export.md; 2-7 points off without the lead-in). The test's
-# dev set has about 60 words, where one word is 1.7 points: it allows 0.5 % of the words, and at least one.
+# sherpa-onnx 2.0.1 against the PyTorch engine, with the export's 80-sample lead-in: within 0.5 point absolute on the
+# demo's 150-utterance dev sets (scripts/bench_runtimes.py, docs/export.md). The test's dev set has about 60 words,
+# where one word is 1.7 points: it allows 0.5 % of the words, and at least one.
 SHERPA_TOLERANCE = 0.005
+# Without any lead-in, as sherpa-onnx's own tools feed a stream: features half a hop off NeMo's (docs/export.md has
+# the cost on the 150-utterance sets); 3 % of the words, at least 2. A window grid off the model's chunks, or a lost
+# first chunk, costs a word on most utterances.
+PLAIN_TOLERANCE = 0.03
 # int8 weights change the outputs (the issue asks for its WER beside fp32, not a bound): 5 % of the words, at least
 # 3 (measured: 2 of 59 at 160 ms); a broken int8 export is off by tens of points.
 INT8_TOLERANCE = 0.05
@@ -47,11 +51,12 @@ def test_files_carry_what_sherpa_onnx_reads(exported):
         meta = {p.key: p.value for p in onnx.load(str(out / entry["encoder"])).metadata_props}
         chunk = (entry["att_context_size"][1] + 1) * 8
         assert (meta["window_size"], meta["chunk_shift"]) == (str(chunk + 9), str(chunk))  # + pre-encode cache
-        # the first chunk is 7 frames short of a later one: 9 + 7 frames of lead-in, 80 samples for kaldi's frames
-        assert (meta["lead_frames"], meta["lead_in_samples"]) == ("16", str(16 * 160 + 80))
+        # the first chunk is 7 frames short of a later one: the model's windows start 9 + 7 frames before sherpa-onnx's,
+        # and those 16 x 80 features travel in one more layer of cache_last_channel; 80 samples for kaldi's frames
+        assert (meta["lead_frames"], meta["carry_layers"], meta["lead_in_samples"]) == ("16", "1", "80")
         assert meta["feat_dim"] == "80" and meta["vocab_size"] == "128" and meta["normalize_type"] == ""
         assert (meta["pred_rnn_layers"], meta["pred_hidden"]) == ("1", "160")
-        assert [meta[f"cache_last_channel_dim{i}"] for i in (1, 2, 3)] == ["4", "70", "128"]
+        assert [meta[f"cache_last_channel_dim{i}"] for i in (1, 2, 3)] == ["5", "70", "128"]
         assert [meta[f"cache_last_time_dim{i}"] for i in (1, 2, 3)] == ["4", "128", "8"]
         assert (out / entry["encoder"].replace(".onnx", ".int8.onnx")).is_file()
 
@@ -93,7 +98,8 @@ def test_encoder_outputs_and_caches_match_pytorch_within_1e4_chunk_after_chunk(e
                 assert got.lengths.tolist() == encoded_lens.tolist(), where
                 for row, n in enumerate(encoded_lens.tolist()):
                     assert _gap(got.encoded[row, :, :n], encoded[row, :, :n]) < 1e-4, f"{where}, stream {row}"
-                assert _gap(mine[0], theirs[0].transpose(0, 1)) < 1e-4, f"{where}: cache_last_channel"
+                layers = len(encoder.layers)  # the layers after them carry the lead frames
+                assert _gap(mine[0][:, :layers], theirs[0].transpose(0, 1)) < 1e-4, f"{where}: cache_last_channel"
                 assert _gap(mine[1], theirs[1].transpose(0, 1)) < 1e-4, f"{where}: cache_last_time"
                 assert mine[2].tolist() == theirs[2].tolist(), f"{where}: cache_last_channel_len"
 
@@ -109,10 +115,15 @@ def test_sherpa_onnx_online_recognizer_decodes_the_export_at_every_lookahead(exp
         key = f"{lookahead_ms(la)}ms"
         reference, words = word_error_counts(dev.texts, pytorch.stream(dev.audios, la).texts)
         fp32, _ = word_error_counts(dev.texts, sherpa_transcribe(out, key, dev.audios)[0])
+        plain, _ = word_error_counts(dev.texts, sherpa_transcribe(out, key, dev.audios, lead_in=False)[0])
         int8, _ = word_error_counts(dev.texts, sherpa_transcribe(out, key, dev.audios, int8=True)[0])
+        print(f"{key}: errors of {words} words: PyTorch {reference}, sherpa-onnx {fp32}, without lead-in {plain}")
         assert reference < 0.3 * words, "the demo base model knows the general domain"
         assert abs(fp32 - reference) <= max(1, int(SHERPA_TOLERANCE * words)), (
             f"{key}: sherpa-onnx {fp32} vs PyTorch {reference} errors of {words}"
+        )
+        assert abs(plain - reference) <= max(2, int(PLAIN_TOLERANCE * words)), (
+            f"{key}: sherpa-onnx without lead-in {plain} vs PyTorch {reference} errors of {words}"
         )
         assert abs(int8 - reference) <= max(3, int(INT8_TOLERANCE * words)), (
             f"{key}: sherpa-onnx int8 {int8} vs PyTorch {reference} errors of {words}"

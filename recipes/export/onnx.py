@@ -11,19 +11,21 @@ network and one joint shared by all of them::
     <dir>/export.json                      what was exported: lookaheads, files, metadata
 
 The encoder's inputs and outputs are NeMo's cache-aware export (``set_export_config({"cache_support": True})``):
-``audio_signal`` (B, F, T), ``length``, ``cache_last_channel`` (B, layers, left, d), ``cache_last_time``
+``audio_signal`` (B, F, T), ``length``, ``cache_last_channel`` (B, layers + carry, left, d), ``cache_last_time``
 (B, layers, d, conv), ``cache_last_channel_len``. Every call takes one *window* of ``window_size`` mel frames, and
-window k starts ``chunk_shift * k`` frames into the stream, as sherpa-onnx steps it. NeMo's own export assumes
-that too, which puts the chunk grid ``lead_frames`` (16) frames late: a stream's first chunk is ``chunk[0]`` frames
-with no pre-encode cache, so the window that should hold it has 16 frames more. The graph here instead expects
-each stream to start with ``lead_frames`` frames of lead-in (any content, silence in practice) and skips the lead
-frames still inside a window (the first one, and the second at 80 ms), subsampling only what follows as NeMo's
-first steps do; the window's step is read from ``cache_last_channel_len``. Windows then fall exactly on
-``recipes.streaming.geometry.ChunkPlan``'s chunks, and every window runs through one graph.
+window k starts ``chunk_shift * k`` frames into the stream, as sherpa-onnx steps it. NeMo's own export assumes that
+the model's chunks fall there, but they fall ``lead_frames`` (16) frames earlier: a stream's first chunk is
+``chunk[0]`` frames with no pre-encode cache, 16 frames fewer than a window. The graph here keeps the last 16
+frames before each window in ``carry_layers`` more layers of ``cache_last_channel`` (zeros for a new stream) and
+runs the model's window: those frames, then the start of the window given. In the first window (and the second at
+80 ms) the zeros are cut off before the subsampling, which then runs on the stream from its start as NeMo's first
+steps do; the window's step is read from ``cache_last_channel_len``. Windows then fall exactly on
+``recipes.streaming.geometry.ChunkPlan``'s chunks with no lead-in, and every window runs through one graph.
 
-In sherpa-onnx the lead-in is ``lead_in_samples`` (metadata) of audio before each stream: 16 frames of 10 ms, plus
-half a hop because its kaldi-native-fbank frames (``snip_edges=false``) are centred 80 samples later than NeMo's.
-Without it, a stream's first 160 ms are skipped and the frame grid is 5 ms late.
+``lead_in_samples`` (metadata, 80) is half a hop: kaldi-native-fbank's frames (``snip_edges=false``) are centred 80
+samples later than NeMo's, so that much silence before a stream gives sherpa-onnx NeMo's frame grid. Features are
+computed before the graph, so no graph can move them; a stream fed without it is decoded from its first frame, on
+features half a hop off (the measured cost is in docs/export.md).
 
 A graph over protobuf's 2 GiB limit (the 0.6B encoder, 2.3 GiB of fp32 weights) keeps its weights outside it, as
 ONNX's external data: torch's exporter writes one file per tensor (hundreds), which are gathered here, one tensor at a
@@ -87,12 +89,16 @@ def _first_and_later(value) -> int:
 
 
 def window_geometry(encoder) -> dict[str, int]:
-    """Frames of one window, its shift, and the lead-in a stream starts with, for the encoder at its current
-    lookahead: window k holds chunk k, and for k > 0 the ``pre_encode_cache`` frames before it."""
+    """Frames of one window, its shift, the lead frames the graph carries, and the cache layers that carry them,
+    for the encoder at its current lookahead: the model's window k is chunk k and, for k > 0, the
+    ``pre_encode_cache`` frames before it, which starts ``lead_frames`` before sherpa-onnx's window k."""
     cfg = encoder.streaming_cfg
     chunk, first = _first_and_later(cfg.chunk_size), int(cfg.chunk_size[0])
     window = chunk + _first_and_later(cfg.pre_encode_cache_size)
-    return {"window_size": window, "chunk_shift": chunk, "lead_frames": window - first}
+    lead = window - first
+    layer = int(cfg.last_channel_cache_size) * encoder.d_model  # values in one layer of cache_last_channel
+    carried = lead * encoder._feat_in + 1  # the frames, and how many of them lie past the stream's end
+    return {"window_size": window, "chunk_shift": chunk, "lead_frames": lead, "carry_layers": -(-carried // layer)}
 
 
 class _SkipLeadIn(torch.nn.Module):
@@ -142,25 +148,43 @@ class _SkipLeadIn(torch.nn.Module):
 
 
 class _StreamingEncoder(torch.nn.Module):
-    """One window step of the encoder with batch-first caches, as sherpa-onnx runs it."""
+    """One window step of the encoder with batch-first caches, as sherpa-onnx runs it.
+
+    sherpa-onnx's window k starts ``chunk_shift * k`` frames into the stream; the model's window k starts
+    ``lead_frames`` earlier. The last ``lead_frames`` frames before sherpa-onnx's window therefore travel from
+    window to window in ``carry_layers`` extra layers of ``cache_last_channel`` (zeros at the start: the lead-in,
+    which ``_SkipLeadIn`` cuts off), and the model's window is those frames followed by the start of sherpa-onnx's.
+    Beside the frames travels how many of them lie past the stream's end, so that the model's window has the length
+    NeMo's chunk would have when a stream ends inside the carried frames (its own window is then empty)."""
 
     def __init__(self, encoder):
         super().__init__()
         self.encoder = encoder
         cfg = encoder.streaming_cfg
+        geometry = window_geometry(encoder)
+        self.layers = len(encoder.layers)
+        self.lead, self.shift, self.window = geometry["lead_frames"], geometry["chunk_shift"], geometry["window_size"]
         encoder.pre_encode = _SkipLeadIn(
-            encoder.pre_encode,
-            window_geometry(encoder),
-            _first_and_later(cfg.pre_encode_cache_size),
-            int(cfg.valid_out_len),
+            encoder.pre_encode, geometry, _first_and_later(cfg.pre_encode_cache_size), int(cfg.valid_out_len)
         )
         cfg.drop_extra_pre_encoded = 0  # dropped by _SkipLeadIn instead
 
     def forward(self, audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len):
+        batch, features = audio_signal.size(0), audio_signal.size(1)
+        cache, carry = cache_last_channel[:, : self.layers], cache_last_channel[:, self.layers :]
+        flat, size = carry.reshape(batch, -1), features * self.lead
+        lead = flat[:, :size].reshape(batch, features, self.lead)
+        valid = self.lead - flat[:, size].round().long() + length  # frames of the model's window before the end
+        window = torch.cat([lead, audio_signal[:, :, : self.window - self.lead]], dim=2)
         self.encoder.pre_encode.cache_len = cache_last_channel_len
-        return self.encoder.forward_for_export(
-            audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len
+        encoded, lengths, cache, cache_time, cache_len = self.encoder.forward_for_export(
+            window, torch.clamp(valid, max=self.window), cache, cache_last_time, cache_last_channel_len
         )
+        lead = torch.cat([lead, audio_signal[:, :, : self.shift]], dim=2)[:, :, -self.lead :]
+        past_end = self.lead - torch.clamp(valid - self.shift, min=0, max=self.lead)
+        packed = torch.cat([lead.reshape(batch, -1), past_end[:, None].to(lead.dtype)], dim=1)
+        packed = torch.nn.functional.pad(packed, (0, carry[0].numel() - size - 1))
+        return encoded, lengths, torch.cat([cache, packed.reshape(carry.shape)], dim=1), cache_time, cache_len
 
 
 class _PredictionNetwork(torch.nn.Module):
@@ -226,14 +250,14 @@ def encoder_metadata(model, encoder) -> dict[str, str]:
             "att_context_size": json.dumps(list(encoder.att_context_size)),
             "chunk_size_ms": lookahead_ms(encoder.att_context_size),
             **geometry,
-            "lead_in_samples": geometry["lead_frames"] * hop + hop // 2,
+            "lead_in_samples": hop // 2,
             "vocab_size": model.decoder.vocab_size,  # without the blank: sherpa-onnx adds it
             "subsampling_factor": encoder.subsampling_factor,
             "feat_dim": encoder._feat_in,
             "normalize_type": "" if normalize in (None, "NA") else normalize,
             "pred_rnn_layers": model.decoder.pred_rnn_layers,
             "pred_hidden": model.decoder.pred_hidden,
-            "cache_last_channel_dim1": len(encoder.layers),
+            "cache_last_channel_dim1": len(encoder.layers) + geometry["carry_layers"],
             "cache_last_channel_dim2": cfg.last_channel_cache_size,
             "cache_last_channel_dim3": encoder.d_model,
             "cache_last_time_dim1": len(encoder.layers),
@@ -317,7 +341,7 @@ def _export_encoder(model, att_context_size: Sequence[int], path: Path) -> dict[
         example = (
             torch.randn(batch, encoder._feat_in, window),
             torch.full((batch,), window, dtype=torch.int64),
-            channel.transpose(0, 1).contiguous(),
+            torch.cat([channel, channel[: int(metadata["carry_layers"])]]).transpose(0, 1).contiguous(),
             time_cache.transpose(0, 1).contiguous(),
             torch.full((batch,), 3, dtype=torch.int64),
         )

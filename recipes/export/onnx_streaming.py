@@ -2,13 +2,13 @@
 
 ``OnnxStreamingRecognizer`` is the parity check of the export: NeMo's preprocessor for the features (the PyTorch
 model's, so the features are the streaming engine's), the exported encoder stepped window by window as sherpa-onnx
-steps it (after the lead-in, ``recipes.export.onnx``) with its three caches, and greedy RNNT (NeMo's rule: up to
-``max_symbols`` tokens per encoder frame) on the exported prediction network and joint. Its tokens must equal
+steps it (``recipes.export.onnx``) with its three caches, and greedy RNNT (NeMo's rule: up to ``max_symbols``
+tokens per encoder frame) on the exported prediction network and joint. Its tokens must equal
 ``StreamingRecognizer.stream``'s.
 
-``sherpa_transcribe`` runs the same files in ``sherpa_onnx.OnlineRecognizer``, a runtime written elsewhere, with
-the export's lead-in before each stream: its own features (kaldi-native-fbank) and its own greedy search, so its
-WER is compared, not its tokens.
+``sherpa_transcribe`` runs the same files in ``sherpa_onnx.OnlineRecognizer``, a runtime written elsewhere, with the
+export's half-hop lead-in before each stream or without it: its own features (kaldi-native-fbank) and its own
+greedy search, so its WER is compared, not its tokens.
 """
 
 from __future__ import annotations
@@ -97,19 +97,16 @@ class OnnxStreamingRecognizer:
         ]
 
     def window(self, key: str, feats: Sequence[torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Window ``step`` of every stream (features (F, T) each) and its length: ``window_size`` frames from
-        ``chunk_shift * step`` into the stream after ``lead_frames`` of lead-in (zeros here: the graph skips them)."""
-        meta = {
-            k: int(self.manifest["encoders"][key]["metadata"][k]) for k in ("window_size", "chunk_shift", "lead_frames")
-        }
-        size, start = meta["window_size"], meta["chunk_shift"] * step - meta["lead_frames"]
+        """Window ``step`` of every stream (features (F, T) each) and its length, as sherpa-onnx cuts it:
+        ``window_size`` frames from ``chunk_shift * step`` into the stream (zeros past its end)."""
+        meta = {k: int(self.manifest["encoders"][key]["metadata"][k]) for k in ("window_size", "chunk_shift")}
+        size, start = meta["window_size"], meta["chunk_shift"] * step
         x = feats[0].new_zeros(len(feats), feats[0].size(0), size)
         lengths = []
         for row, feat in enumerate(feats):
-            piece = feat[:, max(start, 0) : start + size]
-            offset = max(-start, 0)
-            x[row, :, offset : offset + piece.size(1)] = piece
-            lengths.append(offset + piece.size(1))
+            piece = feat[:, start : start + size]
+            x[row, :, : piece.size(1)] = piece
+            lengths.append(piece.size(1))
         return x, torch.tensor(lengths)
 
     def step(self, key: str, chunk: torch.Tensor, lengths: torch.Tensor, cache: list[np.ndarray]) -> EncoderStep:
@@ -220,10 +217,12 @@ def sherpa_transcribe(
     int8: bool = False,
     threads: int = 1,
     batch_size: int = 32,
+    lead_in: bool = True,
 ) -> tuple[list[str], float]:
     """Texts of every waveform decoded by ``sherpa_onnx.OnlineRecognizer`` with the encoder of lookahead ``key``,
-    and the compute seconds. Each stream starts with the export's lead-in of silence (``lead_in_samples``) and ends
-    with two windows of it, so that its last chunk is decoded."""
+    and the compute seconds. Each stream starts with the export's lead-in of silence (``lead_in_samples``, unless
+    ``lead_in`` is false: a stream as sherpa-onnx's own tools feed it) and ends with two windows of silence, so that
+    its last chunk is decoded."""
     import sherpa_onnx
 
     onnx_dir = Path(onnx_dir)
@@ -239,14 +238,14 @@ def sherpa_transcribe(
         feature_dim=int(entry["metadata"]["feat_dim"]),
         decoding_method="greedy_search",
     )
-    lead_in = np.zeros(int(entry["metadata"]["lead_in_samples"]), np.float32)
+    lead = np.zeros(int(entry["metadata"]["lead_in_samples"]) if lead_in else 0, np.float32)
     tail = np.zeros(int(entry["metadata"]["window_size"]) * SAMPLE_RATE // 100 * 2, np.float32)
     texts, seconds = [], 0.0
     for start in range(0, len(audios), batch_size):
         streams = []
         for audio in audios[start : start + batch_size]:
             stream = recognizer.create_stream()
-            stream.accept_waveform(SAMPLE_RATE, lead_in)
+            stream.accept_waveform(SAMPLE_RATE, lead)
             stream.accept_waveform(SAMPLE_RATE, np.asarray(audio, np.float32))
             stream.accept_waveform(SAMPLE_RATE, tail)
             stream.input_finished()
@@ -259,7 +258,8 @@ def sherpa_transcribe(
     return texts, seconds
 
 
-RUNTIMES = ("pytorch", "onnxruntime", "sherpa", "sherpa_int8")
+# sherpa_plain: sherpa-onnx fed as its own tools feed a stream, without the export's lead-in
+RUNTIMES = ("pytorch", "onnxruntime", "sherpa", "sherpa_plain", "sherpa_int8")
 
 
 def compare_runtimes(
@@ -272,7 +272,8 @@ def compare_runtimes(
 ) -> dict:
     """WER (as written) and real-time factor of each runtime on each set and lookahead, and the number of utterances
     whose onnxruntime tokens differ from the PyTorch engine's (0 when the export is exact):
-    ``{set: {"<ms>ms": {"pytorch": {"wer", "rtf"}, "onnxruntime": {...}, "sherpa": ..., "sherpa_int8": ...,
+    ``{set: {"<ms>ms": {"pytorch": {"wer", "rtf"}, "onnxruntime": {...}, "sherpa": ..., "sherpa_plain": ...,
+    "sherpa_int8": ...,
     "token_mismatches": n, "utterances": n}}}``. RTF: compute seconds of the chunk steps (features excluded for
     PyTorch and onnxruntime, included for sherpa-onnx) over seconds of audio, one thread."""
     from recipes.evaluate.wer import word_error_rates
@@ -294,12 +295,17 @@ def compare_runtimes(
                 "onnxruntime": (got.texts, sum(got.compute_seconds)),
             }
         ours.release(key)
-        for variant in ("sherpa", "sherpa_int8") if sherpa else ():
+        for variant in ("sherpa", "sherpa_plain", "sherpa_int8") if sherpa else ():
             if variant == "sherpa_int8" and not int8:
                 continue
             for es in eval_sets:
                 report[es.name][key][variant] = sherpa_transcribe(
-                    onnx_dir, key, es.audios, int8=variant == "sherpa_int8", batch_size=batch_size
+                    onnx_dir,
+                    key,
+                    es.audios,
+                    int8=variant == "sherpa_int8",
+                    batch_size=batch_size,
+                    lead_in=variant != "sherpa_plain",
                 )
     for es in eval_sets:
         audio_seconds = sum(len(a) for a in es.audios) / SAMPLE_RATE
