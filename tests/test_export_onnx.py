@@ -1,9 +1,13 @@
 """ONNX export of the demo model: the project's onnxruntime decoder against the PyTorch streaming engine (exact tokens,
 encoder outputs and caches within 1e-4 chunk after chunk), and the files in sherpa-onnx, a runtime written elsewhere."""
 
+import json
+import subprocess
+
 import numpy as np
 import onnx
 import pytest
+import soundfile as sf
 import torch
 
 from recipes.evaluate.sets import load_eval_set
@@ -13,7 +17,7 @@ from recipes.export.onnx_streaming import OnnxStreamingRecognizer, sherpa_transc
 from recipes.model_files import load_model
 from recipes.streaming.attention import nemo_step
 from recipes.streaming.engine import StreamingRecognizer, padded
-from recipes.streaming.geometry import ChunkPlan, lookahead_ms
+from recipes.streaming.geometry import SAMPLE_RATE, ChunkPlan, lookahead_ms
 from recipes.streaming.modes import evaluation_mode
 from tests.support.models import BASE_MODEL
 
@@ -128,3 +132,37 @@ def test_sherpa_onnx_online_recognizer_decodes_the_export_at_every_lookahead(exp
         assert abs(int8 - reference) <= max(3, int(INT8_TOLERANCE * words)), (
             f"{key}: sherpa-onnx int8 {int8} vs PyTorch {reference} errors of {words}"
         )
+
+
+def test_sherpa_onnx_command_line_tool_with_the_half_hop_as_left_padding_gives_the_python_texts(exported, demo_workdir):
+    """sherpa-onnx's own C++ tool (pip install sherpa-onnx-bin) on wav files: with ``--left-padding`` set to the
+    export's lead-in (and two windows of ``--right-padding``, so that the last chunk is decoded: its default 0.8 s is
+    less than a window at 1120 ms) it gives exactly what ``sherpa_transcribe`` gives through the Python API."""
+    _, out, manifest = exported
+    recordings = sorted((demo_workdir / "data/demo_corpus/general/audio/dev").glob("dev_0*.wav"))[:4]
+    audios = [sf.read(path, dtype="float32")[0] for path in recordings]
+    assert len(audios) == 4
+    for key in ("1120ms", "80ms"):
+        entry = manifest["encoders"][key]
+        lead_in_s = int(entry["metadata"]["lead_in_samples"]) / SAMPLE_RATE
+        done = subprocess.run(
+            [
+                "sherpa-onnx",
+                f"--tokens={out / 'tokens.txt'}",
+                f"--encoder={out / entry['encoder']}",
+                f"--decoder={out / manifest['decoder']}",
+                f"--joiner={out / manifest['joiner']}",
+                "--num-threads=1",
+                "--decoding-method=greedy_search",
+                f"--left-padding={lead_in_s}",
+                f"--right-padding={2 * int(entry['metadata']['window_size']) / 100}",  # as sherpa_transcribe's tail
+                *map(str, recordings),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        lines = (done.stdout + done.stderr).splitlines()
+        texts = [json.loads(line)["text"] for line in lines if line.startswith("{")]  # one result line per file
+        assert texts == sherpa_transcribe(out, key, audios)[0], key
