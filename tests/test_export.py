@@ -16,6 +16,7 @@ from recipes.config import CONF, compose_config
 from recipes.errors import UsageError
 from recipes.evaluate.reports import REPORT_SUFFIX
 from recipes.evaluate.sets import load_eval_set
+from recipes.export.card import ranking_line
 from recipes.export.checkpoints import (
     RankBy,
     average_checkpoints,
@@ -106,6 +107,17 @@ def test_nemo_round_trip_carries_default_lookahead_and_decoding(run_dir, demo_wo
     source.change_decoding_strategy(restored.cfg.decoding, decoder_type="rnnt", verbose=False)
     assert streaming_tokens(restored, dev.audios) == streaming_tokens(source, dev.audios)
     assert len(restored.encoder.att_context_size_all) == 4
+    assert ranking_line(run_dir) == ["Exported `last2.ckpt`: no WER ranking chose it.", ""]
+
+
+def test_the_record_and_the_card_say_which_wer_chose_the_best_checkpoint(run_dir, demo_workdir, tmp_path):
+    dev_cuts = demo_workdir / "data/prepared/demo_general/dev/cuts.jsonl.gz"
+    chosen = ["checkpoint=best", "rank_by.set=general_dev", "rank_by.lookahead_ms=1120", "rank_by.metric=wer"]
+    paths = [f"run_dir={run_dir}", f"nemo.output={tmp_path / 'best.nemo'}", f"check.data={dev_cuts}"]
+    written = run(compose_config(CONF, "export", [*paths, *chosen, "check.max_utterances=2"]))
+    assert Path(written["checkpoint"]).name == "step000200.ckpt"
+    assert written["ranked_by"] == {"set": "general_dev", "lookahead_ms": 1120, "metric": "wer"}
+    assert ranking_line(run_dir) == ["Checkpoints ranked by WER as written (`wer`) on `general_dev` at 1120 ms.", ""]
 
 
 def test_config_mistakes_stop_with_one_line(run_dir, tmp_path):

@@ -27,7 +27,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from recipes.checks import check_card
-from recipes.config import CONF
 from recipes.errors import UsageError, exit_on_usage_error, run_hydra_main
 from recipes.evaluate.reports import RUN_PLOT, latency_table, lookahead_key_ms, read_run_reports, wer_table
 from recipes.run_dir import write_atomic
@@ -137,25 +136,18 @@ def trained_with_section(run: DictConfig) -> list[str]:
 
 
 def ranking_line(run_dir: Path) -> list[str]:
-    """Which WER chose the exported checkpoint: export's ``rank_by``, from ``conf/export.yaml`` and the overrides of
-    the command ``<run_dir>/export.json`` records; nothing without that record."""
+    """Which WER chose the exported checkpoint, as ``<run_dir>/export.json`` records it; nothing without a record."""
     from recipes.export.pipeline import EXPORT_RECORD  # imports NeMo: not before the config is checked
 
     record = run_dir / EXPORT_RECORD
     if not record.is_file():
         return []
-    # The choice's keys only, read as a dot list: Hydra cannot compose a second config inside the card's own main.
-    args = [a.lstrip("+") for a in shlex.split(json.loads(record.read_text())["command"])[3:]]
-    chosen = [a for a in args if a.startswith(("checkpoint=", "average.select=", "rank_by."))]
-    cfg = OmegaConf.merge(OmegaConf.load(CONF / "export.yaml"), OmegaConf.from_dotlist(chosen))
-    if cfg.checkpoint != "best" and not (cfg.checkpoint == "averaged" and cfg.average.select == "best"):
-        averaged = f" of `average.select={cfg.average.select}`" if cfg.checkpoint == "averaged" else ""
-        return [f"Exported `checkpoint={cfg.checkpoint}`{averaged}: no WER ranking chose it.", ""]
-    by = cfg.rank_by
-    what = "normalised WER" if by.metric == "wer_normalized" else "WER as written"
-    where = f"`{by.set}`" if by.set else "the run's first dev set"
-    when = f"{by.lookahead_ms} ms" if by.lookahead_ms else "the default lookahead"
-    return [f"Checkpoints ranked by `rank_by.metric={by.metric}` ({what}) on {where} at {when}.", ""]
+    written = json.loads(record.read_text())
+    by = written.get("ranked_by")
+    if by is None:
+        return [f"Exported `{Path(written['checkpoint']).name}`: no WER ranking chose it.", ""]
+    what = "normalised WER" if by["metric"] == "wer_normalized" else "WER as written"
+    return [f"Checkpoints ranked by {what} (`{by['metric']}`) on `{by['set']}` at {by['lookahead_ms']} ms.", ""]
 
 
 def wer_section(base: dict, exported: dict, exported_name: str) -> list[str]:

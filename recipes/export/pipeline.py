@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shlex
@@ -70,7 +71,8 @@ def check_sets(cfg: DictConfig):
 
 
 def run(cfg: DictConfig) -> dict:
-    """Returns what was written: ``{"checkpoint", "averaged", "nemo", "onnx", "parity"}`` (paths, None if not)."""
+    """Returns what was written: ``{"checkpoint", "ranked_by", "averaged", "nemo", "onnx", "parity"}`` (paths, the
+    ranking that chose the checkpoint; None if not)."""
     check_export(cfg)  # config mistakes, before any model is loaded (recipes/checks/stages.py)
     averaged, inputs = average(cfg) if cfg.average.select else (None, [])
     checkpoint = chosen_checkpoint(cfg, averaged)
@@ -83,8 +85,10 @@ def run(cfg: DictConfig) -> dict:
     apply_choices(model, lookahead, decoding)
     sets = check_sets(cfg)
     nemo = save_checked(model, cfg.nemo.output, sets[0].audios, cfg.nemo.fp16_weights)
+    ranked = cfg.checkpoint == "best" or (cfg.checkpoint == "averaged" and cfg.average.select == "best")
     written = {
         "checkpoint": str(checkpoint),
+        "ranked_by": dataclasses.asdict(rank_by(cfg)) if ranked else None,  # the WER that chose it, if one did
         "averaged": str(averaged) if averaged else None,
         "nemo": str(nemo),
         "onnx": None,
