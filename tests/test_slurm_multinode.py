@@ -148,8 +148,9 @@ def test_a_killed_rank_on_the_second_node_ends_the_job_and_a_resubmission_resume
     args = (f"cluster.rank_exit_wait={RANK_EXIT_WAIT}",)
     job_id = submit_two_nodes(nodes, demo_workdir, "two_nodes_kill", *args)
     log = job_log(run_dir, job_id)
-    # Mid-run: the first checkpoint evaluated, the ranks training towards the second.
-    report = run_dir / "checkpoints" / f"step{EPOCH:06d}.ckpt.stream_wer.json"
+    # Mid-run: the first checkpoint evaluated and last.ckpt written after it (the step checkpoint holds weights only:
+    # callbacks.checkpoint.optimizer_state=last), the ranks training towards the second.
+    report = run_dir / "checkpoints" / "last.ckpt.stream_wer.json"
     wait_for_file(nodes, job_id, report, log, TRAINING_TIMEOUT)
     (victim,) = [
         p
@@ -172,8 +173,8 @@ def test_a_killed_rank_on_the_second_node_ends_the_job_and_a_resubmission_resume
     log = job_log(run_dir, again)
     job = wait_for(nodes, again, log, TRAINING_TIMEOUT)
     assert (job["JobState"], job["ExitCode"]) == ("COMPLETED", "0:0"), log.read_text()[-3000:]
-    resumed = set(re.findall(r"Resuming from (\S+\.ckpt)", log.read_text()))
-    assert len(resumed) == 1 and checkpoint_weights(Path(resumed.pop()))[0] == EPOCH
+    resumed = set(re.findall(r"Resuming from (\S+\.ckpt) \(step (\d+)\)", log.read_text()))  # each rank's line
+    assert {(Path(path).name, int(step)) for path, step in resumed} == {("last.ckpt", EPOCH)}
     assert_bit_identical(final_weights(run_dir), final_weights(two_node_run[0]))
     print(f"killed rank: job ended {ended_after:.1f} s after the kill (rank_exit_wait {RANK_EXIT_WAIT} s)")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import lightning.pytorch as pl
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
@@ -36,7 +37,8 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
         return cfg.ckpt_path
     newest = newest_complete_checkpoint(Path(cfg.paths.run_dir)) if cfg.resume else None
     if newest is not None:
-        log.info("Resuming from %s", newest)
+        step = torch.load(newest, map_location="cpu", mmap=True, weights_only=False)["global_step"]
+        log.info("Resuming from %s (step %d)", newest, step)
     return None if newest is None else str(newest)
 
 
