@@ -7,8 +7,6 @@ memory pre-flight.
 
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,14 +15,14 @@ import torch
 from omegaconf import OmegaConf
 
 from recipes.checks import check_evaluate, check_finetune
-from recipes.config import CONF, REPO, compose_config
+from recipes.config import CONF, compose_config
 from recipes.errors import UsageError
 from recipes.finetune.callbacks.memory import fitting_batch_duration
 from recipes.model_files import resolve_checkpoint
 from tests.support.models import BASE_MODEL, nemo_with
+from tests.support.runs import CLI_TIMEOUT, run_cli
 
 EVALUATE_CONFIG = CONF / "evaluate.yaml"
-CLI_TIMEOUT = 240  # seconds per command (the machine is shared); subprocess.run kills it past that
 
 
 @pytest.fixture(autouse=True)
@@ -207,17 +205,6 @@ def test_memory_preflight_suggests_the_batch_duration_that_fits():
     # 4 utterances of 20 s took the process from 1 GiB to 3 GiB: 0.5 GiB each; 2.2 GiB fit two of them.
     assert fitting_batch_duration(1 * gib, 3 * gib, 4, int(2.2 * gib), 20.0) == 40.0
     assert fitting_batch_duration(1 * gib, 3 * gib, 4, int(1.2 * gib), 20.0) == 0
-
-
-def run_cli(module: str, args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-        env={**os.environ, "PYTHONPATH": str(REPO), **env},
-    )
 
 
 def test_a_required_value_read_by_the_recipe_is_one_line_too(demo_workdir):

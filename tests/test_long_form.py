@@ -2,10 +2,7 @@
 short sets after a checkpoint, and the forgetting flags of the results card and the interpolation choice."""
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +11,15 @@ from lhotse import CutSet
 from omegaconf import OmegaConf
 
 from data_prep.long_form import build_long_form
-from recipes.config import CONF, REPO, compose_config
+from recipes.config import CONF, compose_config
 from recipes.export.card import long_form_section
 from recipes.finetune.continuous import ContinuousSpeech, add_continuous_speech
 from recipes.finetune.train import train, train_data_config
 from recipes.interpolate.wise import choose_alpha, forgetting_flags, tradeoff_table
 from recipes.model_files import load_model
 from tests.support.models import BASE_MODEL
+from tests.support.runs import run_cli
 
-CLI_TIMEOUT = 240  # seconds per command (the machine is shared)
 GENERAL = Path("data/prepared/demo_general")
 
 
@@ -97,14 +94,7 @@ def test_prepare_builds_the_corpus_streams_and_the_data_config_finds_them(demo_w
 
 def test_mistakes_are_one_line_each_and_exit_2(demo_workdir):
     args = ["source=nope.jsonl.gz", "output_dir=x", "mode=chunks", "minutes=0", "gap_s=[1.0,0.5]"]
-    done = subprocess.run(
-        [sys.executable, "-m", "data_prep.long_form", *args],
-        cwd=demo_workdir,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    done = run_cli("data_prep.long_form", args, demo_workdir)
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.splitlines() == [
         "data_prep.long_form: error: source=nope.jsonl.gz: not found: prepare the corpus first (python -m data_prep "

@@ -26,8 +26,6 @@ import json
 import os
 import re
 import resource
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
@@ -40,7 +38,7 @@ from recipes.checks import SCHEMAS
 from recipes.config import CONF, REPO, compose_config
 from recipes.schema import Free, Registry, Schema, concrete_keys
 from tests.support.models import BASE_MODEL
-from tests.support.runs import subprocess_env
+from tests.support.runs import run_cli
 from tests.test_text_policy import train_pnc_tokenizer
 
 CPU_BUDGET_S = 10.0  # per row: the one-line error must come before anything slow (NeMo's import alone is ~10 s)
@@ -261,15 +259,8 @@ def child_cpu_seconds() -> float:
 def test_each_planted_mistake_is_one_line_naming_its_key(mistake, places, demo_workdir):
     args = [a.format(**places) for a in (*BASE_ARGS.get(mistake.program, []), *mistake.args)]
     cpu, wall = child_cpu_seconds(), time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", mistake.program, *args],
-        cwd=demo_workdir,
-        capture_output=True,
-        text=True,
-        timeout=HANG_S,
-        # As on a CPU machine wherever the tests run: the device rows expect no CUDA device.
-        env=subprocess_env(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES=""),
-    )
+    # As on a CPU machine wherever the tests run: the device rows expect no CUDA device.
+    done = run_cli(mistake.program, args, demo_workdir, HANG_S, HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
     cpu, wall = child_cpu_seconds() - cpu, time.monotonic() - wall
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
@@ -465,14 +456,7 @@ def test_docs_show_the_table_and_the_schemas():
 @pytest.mark.parametrize("debug", [{"RECIPES_DEBUG": "1"}, {}], ids=["RECIPES_DEBUG=1", "--debug"])
 def test_debug_shows_the_traceback_above_the_line(debug, demo_workdir):
     args = ["base=/nowhere.nemo", f"finetuned={BASE_MODEL}", *([] if debug else ["--debug"])]
-    done = subprocess.run(
-        [sys.executable, "-m", "recipes.interpolate", *args],
-        cwd=demo_workdir,
-        capture_output=True,
-        text=True,
-        timeout=HANG_S,
-        env=subprocess_env(PYTHONPATH=str(REPO), **debug),
-    )
+    done = run_cli("recipes.interpolate", args, demo_workdir, HANG_S, **debug)
     assert done.returncode == 2
     assert "Traceback" in done.stderr
     assert done.stderr.splitlines()[-1].startswith("recipes.interpolate: error: base=/nowhere.nemo: no such file")

@@ -3,16 +3,13 @@ main whatever the hashes' order, a pinned branch or (abbreviated) commit, and on
 there is neither a cached copy nor a network."""
 
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from recipes.config import REPO
 from recipes.errors import UsageError
 from recipes.model_files import cached_pretrained, resolve_model_file
 from tests.support.models import BASE_MODEL
-from tests.support.runs import subprocess_env
+from tests.support.runs import run_cli
 
 NAME = "nvidia/nemotron-speech-streaming-en-0.6b"
 # Two snapshots whose hash order is the reverse of their age: the January weights sort last.
@@ -60,14 +57,8 @@ def test_a_revision_not_cached_and_no_network_is_one_line_saying_what_to_do(hub_
 def test_the_finetune_recipe_takes_the_revision_from_its_config(hub_cache, demo_workdir):
     """``model.init_revision`` reaches the resolution that the config checks run (no network, no cached copy)."""
     overrides = ["experiment=demo_finetune", f"model.init_from={NAME}", "model.init_revision=v2-not-fetched"]
-    done = subprocess.run(
-        [sys.executable, "-m", "recipes.finetune", *overrides, "validate_only=true"],
-        cwd=demo_workdir,
-        env=subprocess_env(HF_HUB_CACHE=str(hub_cache), HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    args = [*overrides, "validate_only=true"]
+    done = run_cli("recipes.finetune", args, demo_workdir, HF_HUB_CACHE=str(hub_cache), HF_HUB_OFFLINE="1")
     assert done.returncode == 2, done.stderr
     assert "no cached copy at revision v2-not-fetched" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr

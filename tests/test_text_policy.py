@@ -5,8 +5,6 @@ tokenizer unless the user opts in. Real SentencePiece tokenizers, real data prep
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +16,9 @@ from data_prep.checks import PREPARE
 from data_prep.demo_corpus.texts import sample_texts
 from data_prep.prepare import prepare_corpus
 from data_prep.tokenizer import load_sentencepiece, train_sentencepiece, vocabulary_characters
-from recipes.config import CONF, REPO, compose_config
+from recipes.config import CONF, compose_config
 from tests.support.models import BASE_MODEL
-from tests.support.runs import subprocess_env
+from tests.support.runs import run_cli
 from tests.test_data_prep import make_cfg, split_out, tone, write_lines
 
 DEFAULT_MAP = {";": ",", "(": "", ")": "", "[": "", "]": ""}
@@ -92,14 +90,7 @@ def test_unencodable_characters_counted_per_corpus_after_the_map(tmp_path, pnc_t
 
 def test_lower_strip_with_a_pnc_tokenizer_is_one_line_naming_text_policy(tmp_path, pnc_tokenizer):
     args = ["corpus=demo_general", f"tokenizer={pnc_tokenizer}", f"out_root={tmp_path / 'out'}", "progress=false"]
-    done = subprocess.run(
-        [sys.executable, "-m", "data_prep", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=subprocess_env(PYTHONPATH=str(REPO)),
-    )
+    done = run_cli("data_prep", args, tmp_path)
     assert done.returncode == 2, done.stderr[-2000:]
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("data_prep: error: text.policy=lower_strip: "), done.stderr

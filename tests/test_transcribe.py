@@ -4,7 +4,6 @@ times, one line per channel on request, captions, errors as lines, and memory th
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from recipes.evaluate.wer import word_error_rates
 from recipes.model_files import load_model
 from recipes.transcribe.run import transcribe
 from tests.support.models import BASE_MODEL
-from tests.support.runs import subprocess_env
+from tests.support.runs import run_cli, subprocess_env
 
 LOOKAHEAD = [70, 6]  # 560 ms
 
@@ -247,22 +246,8 @@ def test_long_file_streams_in_memory_independent_of_its_length(speech, tmp_path)
 
 
 def test_config_mistakes_are_one_line_each(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "recipes.transcribe",
-            f"model={tmp_path / 'none.nemo'}",
-            f"audio={tmp_path / 'nothing'}",
-            "channel=left",
-            "lookahead=fast",
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    args = [f"model={tmp_path / 'none.nemo'}", f"audio={tmp_path / 'nothing'}", "channel=left", "lookahead=fast"]
+    proc = run_cli("recipes.transcribe", args, tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     errors = proc.stderr.strip().splitlines()
     assert [e.split("=")[0] for e in errors] == [

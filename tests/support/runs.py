@@ -41,6 +41,23 @@ TINY = [
 ]
 
 
+CLI_TIMEOUT = 240  # seconds for a command that stops at its checks (the machine may be shared); killed past that
+
+
+def run_cli(
+    module: str, args: list[str], cwd: Path, timeout: float = CLI_TIMEOUT, **env
+) -> subprocess.CompletedProcess:
+    """``python -m <module> <args>`` in ``cwd`` with this repository importable and ``env`` added, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=subprocess_env(PYTHONPATH=str(REPO), **env),
+    )
+
+
 def checkpointed_run(workdir: Path, run: Path, steps, max_utterances: int) -> list[Path]:
     """``run`` as a fine-tuning run directory: ``run_config.yaml`` (the demo fine-tuning config, composed in
     ``workdir``) and a checkpoint for each of ``steps``, the demo base model's float weights moved by 1e-3 more at
