@@ -25,9 +25,9 @@ from tests.support.models import BASE_MODEL
 # demo's 150-utterance dev sets (scripts/bench_runtimes.py, docs/export.md). The test's dev set has about 60 words,
 # where one word is 1.7 points: it allows 0.5 % of the words, and at least one.
 SHERPA_TOLERANCE = 0.005
-# Without any lead-in, as sherpa-onnx's own tools feed a stream: features half a hop off NeMo's (docs/export.md has
-# the cost on the 150-utterance sets); 3 % of the words, at least 2. A window grid off the model's chunks, or a lost
-# first chunk, costs a word on most utterances.
+# Without any lead-in, as sherpa-onnx's own tools feed a stream: features half a hop off NeMo's, within 0.9 point on
+# the 150-utterance sets (docs/export.md); 3 % of the words, at least 2. A window grid off the model's chunks, or a
+# lost first chunk, costs a word on most utterances.
 PLAIN_TOLERANCE = 0.03
 # int8 weights change the outputs (the issue asks for its WER beside fp32, not a bound): 5 % of the words, at least
 # 3 (measured: 2 of 59 at 160 ms); a broken int8 export is off by tens of points.
