@@ -3,6 +3,8 @@ encoder outputs and caches within 1e-4 chunk after chunk), and the files in sher
 
 import json
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -147,7 +149,7 @@ def test_sherpa_onnx_command_line_tool_with_the_half_hop_as_left_padding_gives_t
         lead_in_s = int(entry["metadata"]["lead_in_samples"]) / SAMPLE_RATE
         done = subprocess.run(
             [
-                "sherpa-onnx",
+                str(Path(sys.executable).parent / "sherpa-onnx"),  # installed beside this Python by sherpa-onnx-bin
                 f"--tokens={out / 'tokens.txt'}",
                 f"--encoder={out / entry['encoder']}",
                 f"--decoder={out / manifest['decoder']}",
