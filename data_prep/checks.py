@@ -66,7 +66,7 @@ def long_form_entries(cfg: DictConfig) -> list[str]:
     """A corpus's ``long_form`` entries: known settings only, from one of the corpus's splits, not named as one."""
     splits, problems = list(cfg.corpus.splits), []
     known = ["split", *(row.path.rsplit(".", 1)[-1] for row in stream_rows(""))]
-    for name, entry in (cfg.long_form or {}).items():
+    for name, entry in (cfg.get("long_form") or {}).items():  # absent when a command removes it (~long_form)
         unknown = sorted(set(entry) - set(known))
         if unknown:
             problems.append(f"long_form.{name}.{unknown[0]}: unknown key (use {', '.join(known)})")
