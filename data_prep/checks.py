@@ -1,7 +1,7 @@
 """Data preparation's config schemas: every key of ``conf/data_prep/`` (``prepare`` and its corpus files, ``blend``,
-``tokenizer``, ``demo_corpus``, ``long_form``) with its type and range or choices, and the cross-key rules; the mechanism is
-``recipes.schema``. Each entry point checks its config with these before it reads or writes anything; the inputs a
-corpus lists are checked as they are read (``data_prep.settings``)."""
+``tokenizer``, ``demo_corpus``, ``long_form``) with its type and range or choices, and the cross-key rules; the
+mechanism is ``recipes.schema``. Each entry point checks its config with these before it reads or writes anything;
+the inputs a corpus lists are checked as they are read (``data_prep.settings``)."""
 
 from __future__ import annotations
 
