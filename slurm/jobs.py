@@ -227,8 +227,9 @@ def data_prep_plan(cluster: DictConfig, recipe_args: list[str]) -> Plan:
 
 
 def plan_jobs(kind: str, cluster: DictConfig, recipe_args: list[str]) -> Plan:
-    """The jobs of ``kind`` for ``cluster`` (checked by ``recipes.checks.check_submit``); ``recipe_args`` are the recipe's overrides (for ``pipeline``,
-    those starting with ``export.`` / ``evaluate.`` go, without the prefix, to those two jobs)."""
+    """The jobs of ``kind`` for ``cluster`` (checked by ``recipes.checks.check_submit``); ``recipe_args`` are the
+    recipe's overrides (for ``pipeline``, those starting with ``export.`` / ``evaluate.`` go, without the prefix, to
+    those two jobs)."""
     if kind not in KINDS:
         raise UsageError(f"job kind {kind!r}: use one of {', '.join(KINDS)}")
     if kind == "data_prep":

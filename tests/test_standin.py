@@ -2,10 +2,11 @@
 
 ``python -m scripts.make_standin`` builds the stand-in (618,084,865 parameters, the release's loss and decoding, a
 1024-piece PnC tokenizer, random weights); then the command sequence of README.md ("Your data, the real model")
-runs on it with small data and few steps: data prep of a punctuated, capitalised corpus with the stand-in as tokenizer, fine-tuning with all four
-lookaheads (memory pre-flight on, AdamW, checkpoints streamed at every lookahead, retention, last.ckpt), averaging of
-two checkpoints into the checked ``.nemo`` with an ONNX export at one lookahead (fp32 with one external data file, and
-int8) checked token for token with onnxruntime and decoded by sherpa-onnx, a streaming evaluation, the results card.
+runs on it with small data and few steps: data prep of a punctuated, capitalised corpus with the stand-in as
+tokenizer, fine-tuning with all four lookaheads (memory pre-flight on, AdamW, checkpoints streamed at every
+lookahead, retention, last.ckpt), averaging of two checkpoints into the checked ``.nemo`` with an ONNX export at one
+lookahead (fp32 with one external data file, and int8) checked token for token with onnxruntime and decoded by
+sherpa-onnx, a streaming evaluation, the results card.
 Each stage is its own process; its wall time and peak RSS are printed at the end (docs/real_model.md records them):
 
     python -m pytest -m standin tests/test_standin.py -s

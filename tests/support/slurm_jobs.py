@@ -31,7 +31,7 @@ TRAIN = [
     f"trainer.max_steps={STEPS}",
     f"trainer.limit_train_batches={EPOCH}",
     f"callbacks.checkpoint.max_utterances={EVAL_UTTERANCES}",
-    "callbacks.checkpoint.long_form_sets=null",  # the short dev sets only: tests/test_long_form.py streams the long ones
+    "callbacks.checkpoint.long_form_sets=null",  # short dev sets only (tests/test_long_form.py streams the long ones)
 ]
 FINAL_STATES = {
     "COMPLETED",
