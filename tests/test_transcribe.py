@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +15,13 @@ from lhotse import CutSet, Recording, SupervisionSegment, fastcopy
 from omegaconf import OmegaConf
 
 from data_prep.demo_corpus.corpus import make_demo_corpus
-from recipes.config import CONF, REPO
+from recipes.config import CONF
 from recipes.evaluate.run import evaluate_model, show_partials
 from recipes.evaluate.wer import word_error_rates
 from recipes.model_files import load_model
 from recipes.transcribe.run import transcribe
 from tests.support.models import BASE_MODEL
-from tests.support.runs import run_cli, subprocess_env
+from tests.support.runs import run_cli
 
 LOOKAHEAD = [70, 6]  # 560 ms
 
@@ -208,23 +206,9 @@ def test_captions(model, speech, tmp_path, fmt):
 
 
 def _peak_memory(tmp_path: Path, audio: Path) -> tuple[float, dict]:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "recipes.transcribe",
-            f"model={BASE_MODEL}",
-            f"audio={audio}",
-            f"output={tmp_path / (audio.stem + '.jsonl')}",
-            "lookahead=1120",
-            "progress=false",
-        ],
-        cwd=tmp_path,
-        env=subprocess_env(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    output = f"output={tmp_path / (audio.stem + '.jsonl')}"
+    args = [f"model={BASE_MODEL}", f"audio={audio}", output, "lookahead=1120", "progress=false"]
+    proc = run_cli("recipes.transcribe", args, tmp_path, 600, OMP_NUM_THREADS="1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     peak = re.search(r"peak memory (\d+) MiB", proc.stderr)
     return float(peak.group(1)), read_lines(tmp_path / (audio.stem + ".jsonl"))[0]
