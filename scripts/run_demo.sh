@@ -20,7 +20,13 @@ todo() {
   fi
 }
 log() { echo -e "\n=== stage $1: $2 ($(date +%T))"; }
-dev_sets="{target_dev: data/prepared/demo_target/dev/cuts.jsonl.gz, general_dev: data/prepared/demo_general/dev/cuts.jsonl.gz}"
+prepared=data/prepared
+# The short dev sets, and the 20-minute continuous streams with the same utterances one by one (data_prep.long_form)
+dev_sets="{target_dev: $prepared/demo_target/dev/cuts.jsonl.gz, general_dev: $prepared/demo_general/dev/cuts.jsonl.gz,\
+ target_20min: $prepared/demo_target/dev_20min/cuts.jsonl.gz,\
+ target_20min_one_by_one: $prepared/demo_target/dev_20min/segments.jsonl.gz,\
+ general_20min: $prepared/demo_general/dev_20min/cuts.jsonl.gz,\
+ general_20min_one_by_one: $prepared/demo_general/dev_20min/segments.jsonl.gz}"
 
 if todo 1 data/demo_corpus/target/dev.jsonl; then
   log 1 "synthesise the demo corpus (eSpeak NG, general + aviation target domain)"
@@ -35,12 +41,14 @@ if todo 2 data/prepared/blends/demo_replay/input_cfg.yaml; then
 fi
 
 if todo 3 $base_model; then
-  # Made once: the base model is committed (docs/demo.md, "The base model", says which checkpoint).
-  log 3 "pre-train the base model on the general domain ($base_model is missing)"
+  # Made once: the base model is committed (docs/demo.md, "The base model", says which checkpoints).
+  log 3 "pre-train the base model on the general domain, then on continuous speech ($base_model is missing)"
   python -m data_prep.train_tokenizer
   python -m recipes.finetune experiment=demo_pretrain
   python -m recipes.export run_dir=exp/demo_pretrain checkpoint="${BASE_CHECKPOINT:-step002484}" \
-      nemo.output=$base_model nemo.fp16_weights=true
+      nemo.output=exp/demo_pretrain/isolated.nemo nemo.fp16_weights=true
+  python -m recipes.finetune experiment=demo_continuous
+  python -m recipes.export run_dir=exp/demo_continuous checkpoint=last nemo.output=$base_model nemo.fp16_weights=true
 fi
 
 if todo 4 $out/base_wer.json; then

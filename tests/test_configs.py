@@ -11,7 +11,7 @@ def compose_finetune(overrides=()):
     return compose_config(CONF, "finetune", overrides)
 
 
-@pytest.mark.parametrize("experiment", ["demo_pretrain", "demo_finetune"])
+@pytest.mark.parametrize("experiment", ["demo_pretrain", "demo_continuous", "demo_finetune"])
 def test_experiments_compose_with_every_group(experiment):
     cfg = compose_finetune([f"experiment={experiment}"])
     assert cfg.run_name == experiment

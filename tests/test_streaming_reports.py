@@ -137,10 +137,14 @@ def test_cli_needs_exactly_one_of_data_and_audio(random_model):  # noqa: F811
         run(evaluate_config(["model=unused.nemo"]), model=random_model)
 
 
-def test_compare_prints_one_row_per_report_and_says_its_usage(tmp_path):
+def test_compare_prints_one_row_per_report_long_form_apart_and_says_its_usage(tmp_path):
     def report(wer: float):
+        sets = {
+            name: {ms: entry(wer * factor, ms, [0.5], [0.01]) for ms in KEYS}
+            for name, factor in (("dev", 1), ("dev_20min", 3), ("dev_20min_one_by_one", 2))
+        }
         path = tmp_path / f"{wer}.json"
-        path.write_text(json.dumps({"sets": {"dev": {ms: entry(wer, ms, [0.5], [0.01]) for ms in KEYS}}}))
+        path.write_text(json.dumps({"sets": sets}))
         return path
 
     env = subprocess_env(PYTHONPATH=str(REPO))
@@ -149,7 +153,10 @@ def test_compare_prints_one_row_per_report_and_says_its_usage(tmp_path):
         [*command, f"base={report(0.5)}", f"tuned={report(0.25)}"], env=env, capture_output=True, text=True, timeout=60
     )
     assert table.returncode == 0
-    assert "| base | 50.0 | 50.0 |" in table.stdout and "| tuned | 25.0 | 25.0 |" in table.stdout
+    short, long_form = table.stdout.split("Long-form streams")
+    assert "| base | 50.0 | 50.0 |" in short and "| tuned | 25.0 | 25.0 |" in short and "dev_20min" not in short
+    # a long-form set beside its one-by-one twin: the stream's WER, the isolated utterances' and the ratio
+    assert "| tuned | dev_20min | 75.0 / 50.0 (1.50x) | 75.0 / 50.0 (1.50x) |" in long_form
     for args in ([], ["base"], [f"base={tmp_path / 'missing.json'}"]):
         usage = subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=60)
         assert usage.returncode == 2 and usage.stdout == ""

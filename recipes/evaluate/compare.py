@@ -1,6 +1,9 @@
-"""Print a streaming-WER table from evaluation reports, one row per report:
+"""Print streaming-WER tables from evaluation reports, one row per report:
 
 python -m recipes.evaluate.compare base=exp/demo/base_wer.json fine-tuned=exp/demo/finetuned_wer.json
+
+Long-form sets scored with their one-by-one twin (``<name>`` and ``<name>_one_by_one``) get a table of their own:
+the stream's WER beside the same utterances' isolated, and the ratio.
 """
 
 import json
@@ -8,7 +11,7 @@ import sys
 from pathlib import Path
 
 from recipes.errors import UsageError, exit_on_usage_error
-from recipes.evaluate.reports import wer_table
+from recipes.evaluate.reports import long_form_table, split_long_form, wer_table
 
 USAGE = "usage: python -m recipes.evaluate.compare <label>=<report.json> [<label>=<report.json> ...]"
 
@@ -35,10 +38,15 @@ def read_rows(argv: list[str]) -> dict[str, dict]:
 @exit_on_usage_error("recipes.evaluate.compare")
 def main(argv: list[str]) -> None:
     rows = read_rows(argv)
+    short = {label: split_long_form(per_set)[0] for label, per_set in rows.items()}
     print("Streaming WER (%), as written:\n")
-    print(wer_table(rows))
+    print(wer_table(short))
     print("\nStreaming WER (%), normalised (Whisper English normaliser):\n")
-    print(wer_table(rows, key="wer_normalized"))
+    print(wer_table(short, key="wer_normalized"))
+    long_form = long_form_table(rows)
+    if long_form:
+        print("\nLong-form streams (%), as written: the continuous stream / the same utterances one by one (ratio):\n")
+        print(long_form)
 
 
 if __name__ == "__main__":

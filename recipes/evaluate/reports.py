@@ -15,6 +15,9 @@ REPORT_SUFFIX = ".stream_wer.json"
 BASE_REPORT = "base"  # base.stream_wer.json: the model as fine-tuning started, scored like its checkpoints
 RUN_TABLE = "stream_wer.md"
 RUN_PLOT = "stream_wer.png"
+# A long-form set <name> scored beside <name>_one_by_one (data_prep.long_form's segments.jsonl.gz: the same
+# utterances isolated) gets its stream / one-by-one ratio in the long-form table.
+ONE_BY_ONE = "_one_by_one"
 
 
 def lookahead_key_ms(key: str) -> int:
@@ -41,6 +44,38 @@ def wer_table(rows: dict[str, dict[str, dict[str, dict]]], key: str = "wer", lab
     for row, per_set in rows.items():
         cells = [f"{100 * per_set[n][la][key]:.1f}" if la in per_set.get(n, {}) else "-" for n, la in columns]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def split_long_form(per_set: dict[str, dict]) -> tuple[dict[str, dict], dict[str, tuple[dict, dict]]]:
+    """(the short sets, ``{name: (stream, one by one)}`` for every long-form set scored with its one-by-one twin)."""
+    pairs = {n: (per_set[n], per_set[n + ONE_BY_ONE]) for n in per_set if n + ONE_BY_ONE in per_set}
+    short = {n: v for n, v in per_set.items() if n not in pairs and n.removesuffix(ONE_BY_ONE) not in pairs}
+    return short, pairs
+
+
+def long_form_table(rows: dict[str, dict[str, dict[str, dict]]], key: str = "wer", label: str = "model") -> str:
+    """Markdown, one row per report and long-form set: per lookahead the WER (%) of the continuous stream, of the
+    same utterances one by one, and their ratio (the long-form goal is a ratio near 1); empty without such sets."""
+    pairs = {row: split_long_form(per_set)[1] for row, per_set in rows.items()}
+    lookaheads = sorted({la for p in pairs.values() for s, _ in p.values() for la in s}, key=lookahead_key_ms)
+    if not any(pairs.values()):
+        return ""
+    lines = [
+        f"| {label} | long-form set | " + " | ".join(f"@{la}: stream / one by one" for la in lookaheads) + " |",
+        "|---|---|" + "---:|" * len(lookaheads),
+    ]
+    for row, by_name in pairs.items():
+        for name, (stream, isolated) in by_name.items():
+            cells = []
+            for la in lookaheads:
+                if la not in stream or la not in isolated:
+                    cells.append("-")
+                    continue
+                a, b = stream[la][key], isolated[la][key]
+                ratio = f" ({a / b:.2f}x)" if b else ""
+                cells.append(f"{100 * a:.1f} / {100 * b:.1f}{ratio}")
+            lines.append(f"| {row} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
