@@ -88,7 +88,7 @@ fi
 if todo 10; then
   log 10 "results card of the run (exp/demo_finetune/RESULTS.md)"
   python -m recipes.export.card run_dir=exp/demo_finetune base_report=$out/base_wer.json \
-      exported_report=$out/finetuned_wer.json \
+      exported_report=$out/finetuned_wer.json 'long_form_sets=[target_20min,general_20min]' \
       'commands=["python -m data_prep.demo_corpus","python -m data_prep corpus=demo_general",'\
 '"python -m data_prep corpus=demo_target","python -m data_prep.blend blend=demo_replay"]'
 fi

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from recipes.errors import UsageError, exit_on_usage_error
-from recipes.evaluate.reports import long_form_table, split_long_form, wer_table
+from recipes.evaluate.reports import LONG_FORM_CAPTION, long_form_table, split_long_form, wer_table
 
 USAGE = "usage: python -m recipes.evaluate.compare <label>=<report.json> [<label>=<report.json> ...]"
 
@@ -45,7 +45,7 @@ def main(argv: list[str]) -> None:
     print(wer_table(short, key="wer_normalized"))
     long_form = long_form_table(rows)
     if long_form:
-        print("\nLong-form streams (%), as written: the continuous stream / the same utterances one by one (ratio):\n")
+        print(f"\n{LONG_FORM_CAPTION}\n")
         print(long_form)
 
 

@@ -18,6 +18,7 @@ RUN_PLOT = "stream_wer.png"
 # A long-form set <name> scored beside <name>_one_by_one (data_prep.long_form's segments.jsonl.gz: the same
 # utterances isolated) gets its stream / one-by-one ratio in the long-form table.
 ONE_BY_ONE = "_one_by_one"
+LONG_FORM_CAPTION = "Long-form streams, WER (%) as written: the stream / the same utterances one by one (ratio):"
 
 
 def lookahead_key_ms(key: str) -> int:

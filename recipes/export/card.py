@@ -28,7 +28,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from recipes.checks import check_card
 from recipes.errors import UsageError, exit_on_usage_error, run_hydra_main
-from recipes.evaluate.reports import RUN_PLOT, latency_table, lookahead_key_ms, read_run_reports, wer_table
+from recipes.evaluate.reports import (
+    LONG_FORM_CAPTION,
+    RUN_PLOT,
+    latency_table,
+    long_form_table,
+    lookahead_key_ms,
+    read_run_reports,
+    split_long_form,
+    wer_table,
+)
 from recipes.run_dir import write_atomic
 
 CARD = "RESULTS.md"
@@ -152,6 +161,9 @@ def ranking_line(run_dir: Path) -> list[str]:
 
 def wer_section(base: dict, exported: dict, exported_name: str) -> list[str]:
     rows = {f"base (`{base.get('model', 'base')}`)": base["sets"], f"exported (`{exported_name}`)": exported["sets"]}
+    short = {label: split_long_form(sets)[0] for label, sets in rows.items()}
+    long_form = long_form_table(rows)
+    long_form_lines = [LONG_FORM_CAPTION, "", long_form, ""] if long_form else []
     return [
         "## Streaming WER (%)",
         "",
@@ -159,12 +171,13 @@ def wer_section(base: dict, exported: dict, exported_name: str) -> list[str]:
         "",
         "As written (case and punctuation count):",
         "",
-        wer_table(rows),
+        wer_table(short),
         "",
         "Normalised (Whisper English normaliser):",
         "",
-        wer_table(rows, key="wer_normalized"),
+        wer_table(short, key="wer_normalized"),
         "",
+        *long_form_lines,
         "## Latency and speed of the exported model",
         "",
         latency_table(exported["sets"]),
