@@ -60,6 +60,11 @@ def test_joined_streams_hold_every_utterance_at_its_place_with_pauses_in_range(d
     again = build_long_form(source, tmp_path / "b", "joined", 0.5, 2, [0.2, 0.6], seed=3)
     assert again["streams"] == summary["streams"]
     assert (tmp_path / "a/audio/stream001.flac").read_bytes() == (tmp_path / "b/audio/stream001.flac").read_bytes()
+    # the manifest in another order, under other ids (data prep's ids hash the checkout's path): the same streams
+    moved = tmp_path / "moved.jsonl.gz"
+    CutSet.from_cuts(c.with_id(f"moved-{i}") for i, c in enumerate(reversed(list(originals.values())))).to_file(moved)
+    build_long_form(moved, tmp_path / "c", "joined", 0.5, 2, [0.2, 0.6], seed=3)
+    assert (tmp_path / "c/audio/stream001.flac").read_bytes() == (tmp_path / "a/audio/stream001.flac").read_bytes()
 
 
 def test_recording_streams_are_the_consecutive_segments_of_each_session(demo_workdir, tmp_path):
@@ -118,6 +123,9 @@ def test_continuous_batches_join_utterances_in_order_up_to_max_duration(demo_wor
     assert total + 0.3 * (len(cuts) - len(joined)) <= sum(c.duration for c in joined)
     assert sum(c.duration for c in joined) <= total + 0.5 * (len(cuts) - len(joined)) + 1e-6
     assert [c.id for c in ContinuousSpeech(1.0, 8.0, (0.3, 0.5), 0)(cuts)] == [c.id for c in joined]
+    # the same audio under other ids (a checkout at another path): joined the same way
+    moved = CutSet.from_cuts(c.with_id(f"elsewhere-{i}") for i, c in enumerate(cuts))
+    assert [c.duration for c in ContinuousSpeech(1.0, 8.0, (0.3, 0.5), 0)(moved)] == [c.duration for c in joined]
     assert ContinuousSpeech(share=0.0, max_duration=8.0, gap_s=(0.3, 0.5), seed=0)(cuts) is cuts
     # A share of the batches: each batch's draw depends on the batch alone.
     batches = [CutSet.from_cuts(list(cuts)[i : i + 3]) for i in range(10)]

@@ -29,12 +29,19 @@ class EvalSet:
         )
 
 
+def content_key(cut) -> tuple[str, float]:
+    """A cut's text and duration: what orders cuts (and seeds draws by them) whatever their ids, which data
+    preparation derives from the audio's absolute path, so that a checkout at another path draws the same."""
+    return " ".join(s.text or "" for s in cut.supervisions), cut.duration
+
+
 def load_eval_set(name: str, cuts_path: str | Path, max_utterances: int | None = None, seed: int = 0) -> EvalSet:
     """Load a prepared Lhotse cut manifest (``cuts.jsonl.gz``) into memory as 16 kHz mono audio; with
     ``max_utterances``, a fixed random subset so every checkpoint is scored on the same utterances."""
     cuts = CutSet.from_file(cuts_path).to_eager()
     if max_utterances is not None and len(cuts) > max_utterances:
-        keep = set(random.Random(seed).sample(sorted(cuts.ids), max_utterances))
+        ordered = sorted(cuts, key=lambda c: (*content_key(c), c.id))
+        keep = {ordered[i].id for i in random.Random(seed).sample(range(len(ordered)), max_utterances)}
         cuts = cuts.filter(lambda c: c.id in keep).to_eager()
     ids, audios, texts = [], [], []
     for cut in cuts:

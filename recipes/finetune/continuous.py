@@ -8,8 +8,9 @@ that, for a configurable share of batches, joins the batch's cuts in their sampl
 (NeMo's Lhotse dataset joins the supervisions' tokens). The batch keeps its utterances, so the audio per batch
 grows only by the pauses.
 
-Each batch's draw is seeded by the batch itself (its first cut's id), not by a running generator: the same batch
-is glued the same way after a resume's fast-forward and in every dataloader worker.
+Each batch's draw is seeded by the batch itself, not by a running generator: the same batch is glued the same way
+after a resume's fast-forward and in every dataloader worker, and in a checkout at another path (the seed is the first
+cut's text and duration, not its id: :func:`recipes.evaluate.sets.content_key`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from lhotse import CutSet
 from lhotse.cut import Cut
 from lhotse.dataset import IterableDatasetWrapper
 from lhotse.dataset.sampling.base import CutSampler
+
+from recipes.evaluate.sets import content_key
 
 
 def join_cuts(cuts: Sequence[Cut], max_duration: float, gap_s: Sequence[float], rng: random.Random) -> list[Cut]:
@@ -53,7 +56,7 @@ class ContinuousSpeech:
         batch = list(cuts)
         if not batch:
             return cuts
-        rng = random.Random(f"{self.seed}:{batch[0].id}")
+        rng = random.Random(f"{self.seed}:{content_key(batch[0])}")
         if rng.random() >= self.share:
             return cuts
         return CutSet.from_cuts(join_cuts(batch, self.max_duration, self.gap_s, rng))
