@@ -43,7 +43,7 @@ from data_prep.settings import resolve_config
 from data_prep.summary import write_json
 from recipes.config import CONF
 from recipes.errors import exit_on_usage_error, run_hydra_main
-from recipes.evaluate.sets import content_key
+from recipes.evaluate.sets import in_content_order
 
 OPTIONS = ("mode", "minutes", "streams", "gap_s", "seed")  # of one stream set; conf/data_prep/long_form.yaml
 
@@ -163,7 +163,7 @@ def build_long_form(
     summary. The settings are checked already (``data_prep.checks.LONG_FORM``, or the corpus's ``long_form`` rows);
     raises :class:`DataPrepError` for a source they cannot make streams of, before anything is written."""
     # the same streams whatever the manifest order and the checkout's path (which the cut ids hash)
-    cuts = sorted(CutSet.from_file(source), key=lambda c: (*content_key(c), c.id))
+    cuts = in_content_order(CutSet.from_file(source))
     if not cuts:
         raise DataPrepError(f"source={source}: no cuts")
     output_dir = Path(output_dir)

@@ -35,12 +35,17 @@ def content_key(cut) -> tuple[str, float]:
     return " ".join(s.text or "" for s in cut.supervisions), cut.duration
 
 
+def in_content_order(cuts) -> list:
+    """``cuts`` sorted by :func:`content_key` (ids only break ties): the same order in any checkout."""
+    return sorted(cuts, key=lambda c: (*content_key(c), c.id))
+
+
 def load_eval_set(name: str, cuts_path: str | Path, max_utterances: int | None = None, seed: int = 0) -> EvalSet:
     """Load a prepared Lhotse cut manifest (``cuts.jsonl.gz``) into memory as 16 kHz mono audio; with
     ``max_utterances``, a fixed random subset so every checkpoint is scored on the same utterances."""
     cuts = CutSet.from_file(cuts_path).to_eager()
     if max_utterances is not None and len(cuts) > max_utterances:
-        ordered = sorted(cuts, key=lambda c: (*content_key(c), c.id))
+        ordered = in_content_order(cuts)
         keep = {ordered[i].id for i in random.Random(seed).sample(range(len(ordered)), max_utterances)}
         cuts = cuts.filter(lambda c: c.id in keep).to_eager()
     ids, audios, texts = [], [], []
