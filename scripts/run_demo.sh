@@ -42,13 +42,18 @@ fi
 
 if todo 3 $base_model; then
   # Made once: the base model is committed (docs/demo.md, "The base model", says which checkpoints).
-  log 3 "pre-train the base model on the general domain, then on continuous speech ($base_model is missing)"
+  log 3 "pre-train the base model on the general domain, then on continuous speech in two runs ($base_model is missing)"
   python -m data_prep.train_tokenizer
   python -m recipes.finetune experiment=demo_pretrain
   python -m recipes.export run_dir=exp/demo_pretrain checkpoint="${BASE_CHECKPOINT:-step002484}" \
       nemo.output=exp/demo_pretrain/isolated.nemo nemo.fp16_weights=true
   python -m recipes.finetune experiment=demo_continuous
-  python -m recipes.export run_dir=exp/demo_continuous checkpoint=last nemo.output=$base_model nemo.fp16_weights=true
+  python -m recipes.export run_dir=exp/demo_continuous checkpoint=last \
+      nemo.output=exp/demo_continuous/half_joined.nemo nemo.fp16_weights=true
+  # then every batch joined: a 20-minute stream from 1.3-1.6x its utterances one by one to 0.9-1.1x (docs/demo.md)
+  python -m recipes.finetune experiment=demo_continuous run_name=demo_continuous_all \
+      model.init_from=exp/demo_continuous/half_joined.nemo data.continuous.share=1.0 trainer.max_steps=600
+  python -m recipes.export run_dir=exp/demo_continuous_all checkpoint=last nemo.output=$base_model nemo.fp16_weights=true
 fi
 
 if todo 4 $out/base_wer.json; then
