@@ -1,7 +1,8 @@
 """How many concurrent streams the streaming engine keeps up with, per chunk size, and whether latency drifts.
 
     python -m scripts.bench_concurrency --model models/demo_base.nemo [--lookaheads 70,13 68,3 ...]
-        [--seconds 8] [--max-streams 1024] [--long-seconds 60] [--device auto] [--dtype fp32|bf16] [--out FILE]
+        [--seconds 8] [--max-streams 1024] [--long-seconds 60] [--device auto] [--dtype fp32|bf16]
+        [--allocator kept|glibc] [--out FILE]
 
 ``--model random:nemotron_streaming_0.6b`` runs the real 0.6B architecture with random weights
 (``scripts/bench_models.py``). Default lookaheads: the model's own and 320 ms (run as [68, 3], see
@@ -20,6 +21,9 @@ compute does not depend on when it starts (on an idle machine).
 
 Latency as streams grow long: one trial of the largest N (at least 1) with ``--long-seconds`` streams, step
 latency per 10 s of stream time. Warm-up (one short trial per lookahead) is excluded from every figure.
+
+Memory freed by a step is kept for the next (``recipes.streaming.allocator``), as a server should run the engine;
+``--allocator glibc`` leaves glibc's malloc as it is (every step faults its activations in from the kernel).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from scripts.bench_models import (
     parse_lookahead,
     pick_device,
     timed,
+    use_allocator,
     use_cuda_graph_decoding,
 )
 from scripts.token_rate import SECONDS, BlankCalibration, speech_of
@@ -204,7 +209,8 @@ def benchmark(
 
 def print_report(report: dict) -> None:
     print(
-        f"# concurrency benchmark, {report['date']}, {report['machine']}, device {report['device']}, {report['dtype']}"
+        f"# concurrency benchmark, {report['date']}, {report['machine']}, device {report['device']}, {report['dtype']}, "
+        f"allocator {report['allocator']}"
     )
     print(
         f"model {report['model']}: {report['parameters_m']:.1f}M parameters; trials of {report['seconds']:.0f} s streams\n"
@@ -258,10 +264,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--long-seconds", type=float, default=60.0, help="stream length of the drift trial")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--allocator", default="kept", choices=["kept", "glibc"], help="kept: freed memory reused")
     parser.add_argument("--cuts", type=Path, nargs="*", default=SOURCES, help="speech to cut the streams from")
     parser.add_argument("--out", type=Path, default=None, help="also write the report as JSON")
     args = parser.parse_args(argv)
 
+    allocator = use_allocator(args.allocator)
     device = pick_device(args.device)
     model = load_bench_model(args.model, device)
     use_cuda_graph_decoding(model)
@@ -284,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "machine": describe_machine(device),
         "device": str(device),
         "dtype": args.dtype,
+        "allocator": allocator,
         "model": args.model,
         "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "seconds": args.seconds,

@@ -21,6 +21,7 @@ from omegaconf import open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
 from recipes.config import CONF, REPO, compose_config
+from recipes.streaming.allocator import keep_freed_memory
 from recipes.streaming.geometry import lookahead_ms
 
 RANDOM = "random:"
@@ -95,6 +96,12 @@ def number_format(device: torch.device, dtype: str):
     if dtype == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     raise ValueError(f"--dtype {dtype}: use fp32 or bf16")
+
+
+def use_allocator(choice: str) -> str:
+    """``kept``: memory freed by a step kept for the next (``recipes.streaming.allocator``), or ``glibc`` as it is;
+    returns the one in effect."""
+    return "kept" if choice == "kept" and keep_freed_memory() else "glibc"
 
 
 def synchronize(device: torch.device) -> None:

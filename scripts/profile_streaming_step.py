@@ -1,7 +1,7 @@
 """Where a chunk step of the streaming engine spends its time, against NeMo's step and the floor of reading the weights.
 
     python -m scripts.profile_streaming_step --model random:nemotron_streaming_0.6b [--streams 8]
-        [--lookahead 70,0] [--seconds 2] [--repeats 2] [--top 12]
+        [--lookahead 70,0] [--seconds 2] [--repeats 2] [--top 12] [--allocator kept|glibc]
 
 In one run, on ``--streams`` streams of ``--seconds`` of demo speech (``scripts/bench_concurrency.streams``):
 
@@ -14,6 +14,8 @@ In one run, on ``--streams`` streams of ``--seconds`` of demo speech (``scripts/
 - the weight-read floor: one matrix-vector product through every weight of the encoder's linear layers and
   pointwise convolutions (each weight read from memory once), best of 3, and the memory speed it implies;
 - ``torch.profiler``'s table of one run of the engine, by operator and input shape, per step.
+
+As ``scripts.bench_concurrency``: freed memory kept for the next step unless ``--allocator glibc``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from scripts.bench_models import (
     parse_lookahead,
     pick_device,
     timed,
+    use_allocator,
 )
 from scripts.token_rate import SECONDS, BlankCalibration, speech_of
 
@@ -104,13 +107,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--allocator", default="kept", choices=["kept", "glibc"], help="kept: freed memory reused")
     args = parser.parse_args(argv)
 
+    allocator = use_allocator(args.allocator)
     device = pick_device(args.device)
     model = load_bench_model(args.model, device)
     print(
         f"# engine step, {describe_machine(device)}, model {args.model}, {args.streams} streams of "
-        f"{args.seconds:g} s at {args.lookahead}\n",
+        f"{args.seconds:g} s at {args.lookahead}, allocator {allocator}\n",
         flush=True,
     )
     if args.model.startswith(RANDOM):

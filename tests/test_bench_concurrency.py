@@ -46,7 +46,7 @@ def test_concurrency_report_is_well_formed(tmp_path):
     )
 
     report = json.loads(out.read_text())
-    assert report["device"] == "cpu" and report["dtype"] == "fp32"
+    assert report["device"] == "cpu" and report["dtype"] == "fp32" and report["allocator"] == "kept"
     assert [r["chunk_ms"] for r in report["results"]] == [1120, 320]
     from recipes.model_files import load_model
 
