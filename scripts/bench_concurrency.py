@@ -22,7 +22,7 @@ compute does not depend on when it starts (on an idle machine).
 Latency as streams grow long: one trial of the largest N (at least 1) with ``--long-seconds`` streams, step
 latency per 10 s of stream time. Warm-up (one short trial per lookahead) is excluded from every figure.
 
-Memory freed by a step is kept for the next (``recipes.streaming.allocator``), as a server should run the engine;
+Memory freed by a step is kept for the next (``recipes.allocator``), as a server should run the engine;
 ``--allocator glibc`` leaves glibc's malloc as it is (every step faults its activations in from the kernel).
 """
 

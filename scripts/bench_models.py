@@ -20,8 +20,8 @@ import torch
 from omegaconf import open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
+from recipes.allocator import keep_freed_memory
 from recipes.config import CONF, REPO, compose_config
-from recipes.streaming.allocator import keep_freed_memory
 from recipes.streaming.geometry import lookahead_ms
 
 RANDOM = "random:"
@@ -99,7 +99,7 @@ def number_format(device: torch.device, dtype: str):
 
 
 def use_allocator(choice: str) -> str:
-    """``kept``: memory freed by a step kept for the next (``recipes.streaming.allocator``), or ``glibc`` as it is;
+    """``kept``: memory freed by a step kept for the next (``recipes.allocator``), or ``glibc`` as it is;
     returns the one in effect."""
     return "kept" if choice == "kept" and keep_freed_memory() else "glibc"
 

@@ -5,14 +5,14 @@ import sys
 
 import pytest
 
-from recipes.streaming.allocator import keep_freed_memory
+from recipes.allocator import keep_freed_memory
 
 # 20 rounds of allocating, touching and freeing eight blocks of 8 MB, as a chunk step over many streams does with its
 # activations; prints the page faults of the rounds after the first two.
 ROUNDS = """
 import resource, sys
 import numpy as np
-from recipes.streaming.allocator import keep_freed_memory
+from recipes.allocator import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 def rounds(n):
     for _ in range(n):

@@ -12,6 +12,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from recipes.allocator import keep_freed_memory
 from recipes.checks import check_finetune
 from recipes.config import CONF, compose_config
 from recipes.errors import EXIT_PREEMPTED, UsageError, exit_on_usage_error, run_hydra_main
@@ -37,6 +38,7 @@ def main(cfg: DictConfig) -> None:
     from recipes.finetune.callbacks.preemption import Preempted
     from recipes.finetune.train import train  # imports NeMo; checks the config again (train() is a library call)
 
+    keep_freed_memory()  # a step's tensors reused, not faulted in again: 9 % faster steps (docs/training_throughput.md)
     try:
         train(cfg)
     except Preempted as stop:  # inside the Hydra task: Hydra would turn an exception into exit status 1

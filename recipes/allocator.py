@@ -1,12 +1,14 @@
-"""Keep the memory a chunk step frees for the next step, instead of handing it back to the kernel.
+"""Keep the memory a step frees for the next step, instead of handing it back to the kernel.
 
 glibc's malloc serves every block above its mmap threshold (128 KiB, raised as such blocks are freed, to at most
 32 MiB) with fresh pages from the kernel and returns them on free, and trims the top of its heap when more than
-128 KiB is free there. A step over hundreds of streams allocates tens of MB of activations, so every step faults
-its memory in anew: 384 demo-model streams at 160 ms spent 12 of 25 s in the kernel (10 M page faults) and stepped
-in 142 ms, against 80 ms with freed memory kept (docs/benchmarks.md, "Concurrency"). tcmalloc or jemalloc
-(``LD_PRELOAD``) do the same for a server; this needs no extra library. Memory is then returned only at exit: a
-process's resident size stays at its peak.
+128 KiB is free there. A chunk step over hundreds of streams, or a training step, allocates tens of MB of
+activations, so every step faults its memory in anew: the concurrency search at 160 ms on the demo model spent
+30.7 of 56.9 s in the kernel (23.7 M page faults), against 1.0 of 44.0 s with freed memory kept, and 90 demo
+fine-tuning steps took 42 s against 38 s (docs/benchmarks.md, "Concurrency"; docs/training_throughput.md).
+tcmalloc or jemalloc (``LD_PRELOAD``) do the same; this needs no extra library. Memory is then returned only at
+exit: the process's resident size stays at its peak, so evaluation and transcription, whose peak on long files is
+measured, leave the allocator as it is.
 """
 
 from __future__ import annotations
