@@ -23,17 +23,13 @@ from recipes.streaming.geometry import SAMPLE_RATE, ChunkPlan, lookahead_ms
 from recipes.streaming.modes import evaluation_mode
 from tests.support.models import BASE_MODEL
 
-# sherpa-onnx 2.0.1 against the PyTorch engine, with the export's 80-sample lead-in: within 0.5 point absolute on the
-# demo's 150-utterance dev sets (scripts/bench_runtimes.py, docs/export.md). The test's dev set has about 60 words,
-# where one word is 1.7 points: it allows 0.5 % of the words, and at least one.
-SHERPA_TOLERANCE = 0.005
-# Without any lead-in, as sherpa-onnx's own tools feed a stream: features half a hop off NeMo's, within 1.3 points on
-# the 150-utterance sets (docs/export.md); 5 % of the words, at least 3 (measured: 3 of 59 at 1120 ms). A window grid
-# off the model's chunks, or a lost first chunk, costs a word on most utterances.
-PLAIN_TOLERANCE = 0.05
-# int8 weights change the outputs (the issue asks for its WER beside fp32, not a bound): 5 % of the words, at least
-# 3 (measured: 2 of 59 at 160 ms); a broken int8 export is off by tens of points.
-INT8_TOLERANCE = 0.05
+# sherpa-onnx 2.0.1 against the PyTorch engine: with the export's 80-sample lead-in within 0.5 point on the demo's
+# 150-utterance dev sets, without it (as sherpa-onnx's own tools feed a stream: features half a hop off NeMo's) within
+# 1.3 points (scripts/bench_runtimes.py, docs/export.md). Features not bit-equal to NeMo's can flip a borderline
+# utterance (the base trained on continuous speech: the same one of the test's 10 at 80 ms, 5 words, with the
+# lead-in, without it and with int8 weights; the other 39 the same words); a lead-in or window grid off the model's
+# chunks, a lost first chunk or a broken int8 export changes most utterances. So: utterances whose words differ.
+MAX_DIFFERING = {"sherpa-onnx": 1, "sherpa-onnx without lead-in": 2, "sherpa-onnx int8": 2}
 
 
 @pytest.fixture(scope="module")
@@ -119,21 +115,22 @@ def test_sherpa_onnx_online_recognizer_decodes_the_export_at_every_lookahead(exp
     pytorch = StreamingRecognizer(model, batch_size=16)
     for la in model.encoder.att_context_size_all:
         key = f"{lookahead_ms(la)}ms"
-        reference, words = word_error_counts(dev.texts, pytorch.stream(dev.audios, la).texts)
-        fp32, _ = word_error_counts(dev.texts, sherpa_transcribe(out, key, dev.audios)[0])
-        plain, _ = word_error_counts(dev.texts, sherpa_transcribe(out, key, dev.audios, lead_in=False)[0])
-        int8, _ = word_error_counts(dev.texts, sherpa_transcribe(out, key, dev.audios, int8=True)[0])
-        print(f"{key}: errors of {words} words: PyTorch {reference}, sherpa-onnx {fp32}, without lead-in {plain}")
+        ours = pytorch.stream(dev.audios, la).texts
+        reference, words = word_error_counts(dev.texts, ours)
         assert reference < 0.3 * words, "the demo base model knows the general domain"
-        assert abs(fp32 - reference) <= max(1, int(SHERPA_TOLERANCE * words)), (
-            f"{key}: sherpa-onnx {fp32} vs PyTorch {reference} errors of {words}"
-        )
-        assert abs(plain - reference) <= max(3, int(PLAIN_TOLERANCE * words)), (
-            f"{key}: sherpa-onnx without lead-in {plain} vs PyTorch {reference} errors of {words}"
-        )
-        assert abs(int8 - reference) <= max(3, int(INT8_TOLERANCE * words)), (
-            f"{key}: sherpa-onnx int8 {int8} vs PyTorch {reference} errors of {words}"
-        )
+        runs = {
+            "sherpa-onnx": sherpa_transcribe(out, key, dev.audios)[0],
+            "sherpa-onnx without lead-in": sherpa_transcribe(out, key, dev.audios, lead_in=False)[0],
+            "sherpa-onnx int8": sherpa_transcribe(out, key, dev.audios, int8=True)[0],
+        }
+        for name, theirs in runs.items():
+            differing = sum(a.split() != b.split() for a, b in zip(ours, theirs))
+            errors, _ = word_error_counts(dev.texts, theirs)
+            print(f"{key}, {name}: {differing} of {len(ours)} utterances differ; {errors} vs {reference} errors")
+            assert differing <= MAX_DIFFERING[name], (
+                f"{key}: {name} differs from PyTorch on {differing} of {len(ours)} utterances "
+                f"({errors} vs {reference} errors of {words} words)"
+            )
 
 
 def test_sherpa_onnx_command_line_tool_with_the_half_hop_as_left_padding_gives_the_python_texts(exported, demo_workdir):
