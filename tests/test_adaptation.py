@@ -78,7 +78,7 @@ def test_l2sp_at_full_strength_keeps_the_base_weights_and_off_it_does_not(demo_w
     # Constant schedule: lr * l2sp = 1 at every step, so each step ends exactly on the base weights.
     pulled = fine_tune(demo_workdir, "l2sp", "~model.optim.sched", f"adapt.l2sp={1 / LR}").lightning_module
     assert not changed(pulled, base_weights, "")
-    free = fine_tune(demo_workdir, "no_l2sp", "~model.optim.sched").lightning_module
+    free = fine_tune(demo_workdir, "no_l2sp", "~model.optim.sched", "adapt.l2sp=0").lightning_module
     assert changed(free, base_weights, "encoder.") and changed(free, base_weights, "decoder.")
 
 
